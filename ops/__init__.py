@@ -1,0 +1,26 @@
+"""Bit-level kernels of signvote-jax: sign packing and majority vote.
+
+Every function here works on flat arrays with the bit layout fixed in DESIGN.md: flat coordinate
+``i`` of a leaf lives in word ``i // 32``, bit ``i % 32`` (least significant first); bit 1 means the
+sign +1 (``v >= 0``, so both zeros vote +1), bit 0 means -1 (``v < 0`` or NaN).
+
+Each function takes ``impl="auto" | "jax" | "triton"``. ``"jax"`` is the pure-JAX reference that runs
+everywhere; ``"triton"`` runs a Triton kernel through ``jax_triton`` on a GPU; ``"auto"`` picks Triton
+on a GPU where ``jax_triton`` imports, and JAX otherwise.
+"""
+
+from ops.dispatch import IMPLS, resolve_impl
+from ops.packing import pack_signs, unpack_signs, num_words
+from ops.voting import agreement_counts, decode_planes, vote, vote_planes
+
+__all__ = [
+    "IMPLS",
+    "agreement_counts",
+    "decode_planes",
+    "num_words",
+    "pack_signs",
+    "resolve_impl",
+    "unpack_signs",
+    "vote",
+    "vote_planes",
+]

@@ -1,0 +1,62 @@
+"""Packing the signs of a float array into uint32 words, and back."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ops import dispatch
+
+BITS = 32
+_SHIFTS = np.arange(BITS, dtype=np.uint32)
+
+
+def num_words(size: int) -> int:
+  """Number of uint32 words that hold ``size`` sign bits."""
+  return -(-size // BITS)
+
+
+def pack_signs(x: jax.Array, *, impl: str = "auto") -> jax.Array:
+  """Packs the signs of ``x`` (any shape, floating) into ``u32[ceil(x.size / 32)]``.
+
+  Flat coordinate ``i`` goes to word ``i // 32``, bit ``i % 32``; the bit is 1 where ``x >= 0``
+  (including -0.0) and 0 where ``x < 0`` or NaN. Padding bits of the last word are 0.
+
+  >>> import jax.numpy as jnp
+  >>> hex(int(pack_signs(jnp.array([1.0, -2.0, -0.0, jnp.nan]))[0]))
+  '0x5'
+  """
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"pack_signs needs a floating array, got dtype {x.dtype}.")
+  if dispatch.resolve_impl(impl) == "triton":
+    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
+
+    return triton_kernels.pack_signs(x)
+  return pack_bits(jnp.ravel(x) >= 0)
+
+
+def pack_bits(bits: jax.Array) -> jax.Array:
+  """Packs a flat boolean array into uint32 words, least significant bit first."""
+  size = bits.shape[0]
+  padded = jnp.pad(bits, (0, num_words(size) * BITS - size))
+  words = padded.reshape(-1, BITS).astype(jnp.uint32) << _SHIFTS
+  # The shifted bits never overlap, so their sum is their bitwise or.
+  return jnp.sum(words, axis=-1, dtype=jnp.uint32)
+
+
+def unpack_bits(words: jax.Array) -> jax.Array:
+  """``u32[..., W]`` to ``bool[..., 32 * W]``, least significant bit first."""
+  bits = (words[..., None] >> _SHIFTS) & jnp.uint32(1)
+  return bits.reshape(*words.shape[:-1], words.shape[-1] * BITS).astype(jnp.bool_)
+
+
+def unpack_signs(words: jax.Array, size: int, dtype=jnp.float32) -> jax.Array:
+  """Inverse of :func:`pack_signs`: ``u32[W]`` to ``size`` signs (+1 or -1) in ``dtype``.
+
+  >>> import jax.numpy as jnp
+  >>> unpack_signs(jnp.array([5], jnp.uint32), 4).tolist()
+  [1.0, -1.0, 1.0, -1.0]
+  """
+  if size > words.shape[-1] * BITS:
+    raise ValueError(f"{words.shape[-1]} words hold at most {words.shape[-1] * BITS} signs, not {size}.")
+  bits = unpack_bits(words)[..., :size]
+  return jnp.where(bits, 1, -1).astype(dtype)

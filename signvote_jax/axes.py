@@ -1,0 +1,49 @@
+"""Named mapped axes: their size, with a clear error when unbound, and varying-ness in types."""
+
+from collections.abc import Hashable, Sequence
+
+import jax
+
+AxisName = Hashable | Sequence[Hashable]
+
+
+def bound_axis_size(axis_name: AxisName) -> int | None:
+  """Size of ``axis_name`` in the surrounding ``shard_map``/``pmap``, or None if it is not bound."""
+  try:
+    return jax.lax.axis_size(axis_name)
+  except NameError:
+    return None
+
+
+def axis_size(axis_name: AxisName, who: str) -> int:
+  """Size of ``axis_name``; a ValueError naming ``who`` and the fix if no map binds it."""
+  size = bound_axis_size(axis_name)
+  if size is None:
+    raise ValueError(
+        f"{who}: axis_name {axis_name!r} is not bound; call it inside jax.shard_map or jax.pmap "
+        f"over a mesh axis named {axis_name!r} (or use axis_name=None for a single worker)."
+    )
+  return size
+
+
+def _varying_axes(x) -> frozenset:
+  aval = jax.typeof(x)
+  vma = getattr(aval, "vma", None)
+  if vma is None:
+    vma = getattr(getattr(aval, "manual_axis_type", None), "varying", frozenset())
+  return frozenset(vma)
+
+
+def as_varying(tree, axis_names: Sequence[Hashable]):
+  """Marks every leaf of ``tree`` as varying over ``axis_names`` (a no-op outside shard_map).
+
+  Per-worker state such as momentum is created equal on every worker but diverges after one step;
+  saying so at ``init`` keeps carry types stable under ``lax.scan`` inside ``shard_map``.
+  """
+  axis_names = tuple(a for a in axis_names if bound_axis_size(a) is not None)
+
+  def cast(x):
+    missing = tuple(a for a in axis_names if a not in _varying_axes(x))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  return jax.tree.map(cast, tree) if axis_names else tree

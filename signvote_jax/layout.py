@@ -1,0 +1,65 @@
+"""Where each leaf of an update tree lives in the one uint32 buffer that is exchanged per step."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class WordLayout:
+  """Static layout of a list of leaves in one word buffer.
+
+  Each leaf is packed on its own into whole words, starting on a word boundary; the leaves' words
+  are concatenated in tree order, then padded with zero words up to ``padded_words``.
+
+  Attributes:
+    offsets: first word of each leaf.
+    sizes: number of coordinates of each leaf.
+    num_words: words holding coordinates (before padding).
+    padded_words: buffer length, a multiple of ``multiple``.
+  """
+
+  offsets: tuple[int, ...]
+  sizes: tuple[int, ...]
+  num_words: int
+  padded_words: int
+
+  @classmethod
+  def of(cls, leaves, multiple: int = 1) -> "WordLayout":
+    sizes = tuple(int(np.prod(leaf.shape, dtype=np.int64)) for leaf in leaves)
+    counts = [ops.num_words(size) for size in sizes]
+    offsets = tuple(int(o) for o in np.cumsum([0] + counts[:-1]))
+    total = int(sum(counts))
+    return cls(offsets, sizes, total, -(-total // multiple) * multiple)
+
+  def pack(self, leaves, *, impl: str = "auto") -> jax.Array:
+    """The signs of all ``leaves`` as one ``u32[padded_words]`` buffer."""
+    parts = [ops.pack_signs(leaf, impl=impl) for leaf in leaves]
+    parts.append(jnp.zeros((self.padded_words - self.num_words,), jnp.uint32))
+    return jnp.concatenate(parts)
+
+  def valid_mask(self) -> jax.Array:
+    """``u32[padded_words]`` with bit 1 exactly where a coordinate lives."""
+    partial_words, partial_masks = [], []
+    for offset, size in zip(self.offsets, self.sizes):
+      if size % ops.packing.BITS:
+        partial_words.append(offset + ops.num_words(size) - 1)
+        partial_masks.append((1 << (size % ops.packing.BITS)) - 1)
+    index = jnp.arange(self.padded_words)
+    mask = jnp.where(index < self.num_words, jnp.uint32(0xFFFFFFFF), jnp.uint32(0))
+    if partial_words:
+      mask = mask.at[np.asarray(partial_words)].set(np.asarray(partial_masks, np.uint32))
+    return mask
+
+  def decode(self, sign, nonzero, like):
+    """Splits vote planes back into leaves of votes shaped and typed like ``like``."""
+    out = []
+    for offset, size, leaf in zip(self.offsets, self.sizes, like):
+      words = slice(offset, offset + ops.num_words(size))
+      votes = ops.decode_planes(sign[words], nonzero[words], size, leaf.dtype)
+      out.append(votes.reshape(leaf.shape))
+    return out

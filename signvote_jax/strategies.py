@@ -1,0 +1,64 @@
+"""How the packed sign words travel between workers, and where they are counted.
+
+Each strategy maps this worker's ``u32[W]`` buffer to the vote of all workers as bit planes, equal on
+every worker (and typed invariant over the axis), together with the agreement counts of every worker
+with the vote. ``W`` is a multiple of the worker count where a strategy needs it.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import ops
+
+
+class Tally(NamedTuple):
+  """The vote of all workers, as returned by a strategy (equal on every worker)."""
+
+  sign: jax.Array  # u32[W]: bit 1 where the vote is +1.
+  nonzero: jax.Array  # u32[W]: bit 1 where the vote is not a tie (and a coordinate lives).
+  agree: jax.Array  # u32[M]: per worker, non-tied coordinates where its sign equals the vote.
+  total: jax.Array  # u32[]: number of non-tied coordinates.
+
+
+def allgather(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
+  """Every worker gathers all M ballots and counts them itself.
+
+  Receives ``(M - 1) * W`` words per worker. A faulty sender cannot change anyone's count beyond its
+  own ballot.
+  """
+  del num_workers  # The gather brings every ballot.
+  ballots = jax.lax.all_gather(words, axis_name, to="invarying")
+  sign, nonzero = ops.vote_planes(ballots, valid, impl=impl)
+  return Tally(sign, nonzero, *ops.agreement_counts(ballots, sign, nonzero))
+
+
+def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
+  """Worker j votes shard j of every ballot, then the voted shards are gathered.
+
+  About ``2 (M - 1) / M * W`` words per worker for odd M, whatever M. For even M a tie must come back
+  as 0, so the way back carries a non-zero plane beside the sign plane. The per-worker agreement
+  counts of each shard ride along in the same gather, so a step has one all-to-all and one
+  all-gather, both of uint32 words.
+  """
+  shard = words.shape[0] // num_workers
+  # Row i of `received` is worker i's copy of the shard that this worker votes.
+  received = jax.lax.all_to_all(words.reshape(num_workers, shard), axis_name, 0, 0)
+  start = jax.lax.axis_index(axis_name) * shard
+  sign, nonzero = ops.vote_planes(received, jax.lax.dynamic_slice_in_dim(valid, start, shard), impl=impl)
+  agree, total = ops.agreement_counts(received, sign, nonzero)
+  ties_possible = num_workers % 2 == 0
+  planes = [sign, nonzero] if ties_possible else [sign]
+  payload = jnp.concatenate(planes + [agree, total[None]])
+  gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
+  sign = gathered[:, :shard].reshape(-1)
+  nonzero = gathered[:, shard : 2 * shard].reshape(-1) if ties_possible else valid
+  agree = jnp.sum(gathered[:, -num_workers - 1 : -1], axis=0, dtype=jnp.uint32)
+  total = jnp.sum(gathered[:, -1], dtype=jnp.uint32)
+  return Tally(sign, nonzero, agree, total)
+
+
+EXCHANGES = {"allgather": allgather, "alltoall": alltoall}
+# Strategies that need the buffer to split evenly into one shard per worker.
+SHARDED = frozenset({"alltoall"})
