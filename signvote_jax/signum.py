@@ -69,8 +69,8 @@ def signum(
   >>> opt = sv.signum(learning_rate=0.1, b1=0.0)
   >>> params = {"w": jnp.array([1.0, -1.0])}
   >>> updates, state = opt.update({"w": jnp.array([0.5, -3.0])}, opt.init(params), params)
-  >>> optax.apply_updates(params, updates)["w"].round(4).tolist()  # x - 0.1 * sign(g)
-  [0.9, -0.9]
+  >>> print(optax.apply_updates(params, updates)["w"])  # x - 0.1 * sign(g)
+  [ 0.9 -0.9]
 
   References:
     Bernstein et al., `signSGD with Majority Vote is Communication Efficient and Fault Tolerant
