@@ -6,6 +6,7 @@ optax. Workers exchange one bit per coordinate, packed into uint32 words (see ``
 
 from signvote_jax import faults
 from signvote_jax.allreduce import mean_allreduce
+from signvote_jax.axes import per_worker
 from signvote_jax.faults import byzantine, suspected_workers
 from signvote_jax.signum import signum
 from signvote_jax.vote import STRATEGIES, MajorityVoteState, scale_by_majority_vote
@@ -18,6 +19,7 @@ __all__ = [
     "byzantine",
     "faults",
     "mean_allreduce",
+    "per_worker",
     "scale_by_majority_vote",
     "signum",
     "suspected_workers",

@@ -3,6 +3,7 @@
 from collections.abc import Hashable, Sequence
 
 import jax
+import optax
 
 AxisName = Hashable | Sequence[Hashable]
 
@@ -47,3 +48,34 @@ def as_varying(tree, axis_names: Sequence[Hashable]):
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
   return jax.tree.map(cast, tree) if axis_names else tree
+
+
+def match_varying(value, reference):
+  """``value`` typed as varying over every axis that ``reference`` varies over.
+
+  Keeps a transform's state type stable when a wrapper such as :func:`per_worker` made it varying.
+  """
+  missing = tuple(a for a in _varying_axes(reference) if a not in _varying_axes(value))
+  return jax.lax.pcast(value, missing, to="varying") if missing else value
+
+
+def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
+  """``inner`` with its whole state typed as varying over ``axis_names`` from ``init`` on.
+
+  A worker's momentum is created equal everywhere but is its own after one step. Inside
+  ``jax.shard_map``, a ``lax.scan`` carry must keep its type, so state that will vary has to be
+  typed varying from the start. ``signum`` does this for its momentum; wrap other stateful
+  transforms that run on per-worker gradients (``optax.scale_by_lion``, ``optax.MultiSteps``) in it:
+
+  >>> import optax, signvote_jax as sv
+  >>> lion = sv.per_worker(optax.scale_by_lion(b1=0.9, b2=0.99), "workers")
+
+  Outside a map it changes nothing.
+  """
+  if isinstance(axis_names, str) or not isinstance(axis_names, Sequence):
+    axis_names = (axis_names,)
+
+  def init_fn(params):
+    return as_varying(inner.init(params), tuple(axis_names))
+
+  return optax.GradientTransformation(init_fn, inner.update)

@@ -6,19 +6,6 @@ from signvote_jax import axes
 from signvote_jax.vote import scale_by_majority_vote
 
 
-def _per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
-  """``inner`` with its state typed as varying over ``axis_names`` from ``init`` on.
-
-  A worker's momentum starts equal everywhere but is its own after one step; typing it so at init
-  keeps ``lax.scan`` carries stable inside ``jax.shard_map``.
-  """
-
-  def init_fn(params):
-    return axes.as_varying(inner.init(params), axis_names)
-
-  return optax.GradientTransformation(init_fn, inner.update)
-
-
 def signum(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
@@ -82,7 +69,7 @@ def signum(
     raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
   worker_axes = tuple(a for a in (axis_name, inner_axis_name) if a is not None)
   return optax.chain(
-      _per_worker(optax.ema(b1, debias=False), worker_axes),
+      axes.per_worker(optax.ema(b1, debias=False), worker_axes),
       *([fault] if fault is not None else []),
       scale_by_majority_vote(
           axis_name,

@@ -156,6 +156,8 @@ def scale_by_majority_vote(
         tally.total > 0, tally.agree.astype(jnp.float32) / jnp.maximum(tally.total, 1), 0.5
     )
     votes = layout.decode(tally.sign, tally.nonzero, leaves)
+    # Equal on every worker; kept varying only where a per_worker wrapper typed the state so.
+    agreement = axes.match_varying(agreement, state.agreement)
     return treedef.unflatten(votes), MajorityVoteState(agreement=agreement)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,89 @@
+"""Runs an optimizer on M simulated workers inside jax.shard_map (or jax.pmap) for the tests."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+# A tree with leaves of awkward sizes: a scalar, sizes that are not multiples of 32 or of M.
+SHAPES = {"a": (3, 5), "b": (), "c": (37,), "d": (2, 33)}
+
+
+def mesh(shape, names):
+  """An explicit mesh over the first prod(shape) simulated devices."""
+  devices = np.asarray(jax.devices()[: math.prod(shape)]).reshape(shape)
+  return jax.sharding.Mesh(devices, names, axis_types=(AxisType.Explicit,) * len(shape))
+
+
+def flat(tree) -> np.ndarray:
+  """Leaves in tree order (sorted dict keys) as one float64 vector, for the numpy reference."""
+  return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in jax.tree.leaves(tree)])
+
+
+def unflat(vector, shapes=SHAPES):
+  out, start = {}, 0
+  for key in sorted(shapes):
+    size = math.prod(shapes[key])
+    out[key] = np.asarray(vector[start : start + size], np.float32).reshape(shapes[key])
+    start += size
+  return out
+
+
+class NoisyQuadratic:
+  """Worker m's gradient at step t: x - center + noise[m, t] (elementwise, same in numpy and JAX)."""
+
+  def __init__(self, num_workers, steps, seed=0, noise=1.0, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+    self.size = sum(math.prod(s) for s in shapes.values())
+    self.shapes = shapes
+    self.center = rng.normal(size=self.size).astype(np.float32)
+    self.noise = (noise * rng.normal(size=(num_workers, steps, self.size))).astype(np.float32)
+    self.x0 = rng.normal(size=self.size).astype(np.float32)
+
+  def numpy_grad(self, x, m, t):
+    return (x.astype(np.float32) - self.center + self.noise[m, t]).astype(np.float64)
+
+  def tree(self, vector):
+    return {k: jnp.asarray(v) for k, v in unflat(vector, self.shapes).items()}
+
+  def worker_noise(self):
+    """Noise as a tree of leaves ``[M, T, *shape]``."""
+    m, t = self.noise.shape[:2]
+    per_leaf = unflat(np.zeros(self.size), self.shapes)
+    out, start = {}, 0
+    for key in sorted(per_leaf):
+      size = per_leaf[key].size
+      out[key] = self.noise[:, :, start : start + size].reshape(m, t, *self.shapes[key])
+      start += size
+    return out
+
+
+def run_shard_map(opt, problem, steps, mesh_, worker_axes):
+  """Trains ``problem`` for ``steps`` on every worker of ``mesh_``; returns params and final state.
+
+  The whole run is one jit of a shard_map holding a lax.scan, with check_vma on: parameters stay
+  invariant (every worker applies the same vote) and per-worker momentum is varying.
+  """
+  center = problem.tree(problem.center)
+  spec = P(worker_axes)
+
+  def worker(params, noise):
+    noise = jax.tree.map(lambda n: n[0], noise)
+
+    def step(carry, t):
+      p, s = carry
+      grads = jax.tree.map(lambda x, c, n: x - c + n[t], p, center, noise)
+      updates, s = opt.update(grads, s, p)
+      return (optax.apply_updates(p, updates), s), None
+
+    (params, state), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))
+    return params, jax.tree.map(lambda x: x[None], state)
+
+  noise = jax.device_put(problem.worker_noise(), NamedSharding(mesh_, spec))
+  run = jax.jit(jax.shard_map(worker, mesh=mesh_, in_specs=(P(), spec), out_specs=(P(), spec)))
+  params = jax.device_put(problem.tree(problem.x0), NamedSharding(mesh_, P()))
+  params, state = run(params, noise)
+  return jax.tree.map(np.asarray, params), state
