@@ -3,6 +3,7 @@
 from collections.abc import Hashable, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 AxisName = Hashable | Sequence[Hashable]
@@ -36,14 +37,17 @@ def _varying_axes(x) -> frozenset:
 
 
 def as_varying(tree, axis_names: Sequence[Hashable]):
-  """Marks every leaf of ``tree`` as varying over ``axis_names`` (a no-op outside shard_map).
+  """Marks the floating leaves of ``tree`` as varying over ``axis_names`` (a no-op outside a map).
 
   Per-worker state such as momentum is created equal on every worker but diverges after one step;
-  saying so at ``init`` keeps carry types stable under ``lax.scan`` inside ``shard_map``.
+  saying so at ``init`` keeps carry types stable under ``lax.scan`` inside ``shard_map``. Integer
+  leaves are step counters, which stay equal on every worker and keep their type.
   """
   axis_names = tuple(a for a in axis_names if bound_axis_size(a) is not None)
 
   def cast(x):
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+      return x
     missing = tuple(a for a in axis_names if a not in _varying_axes(x))
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
@@ -60,7 +64,7 @@ def match_varying(value, reference):
 
 
 def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
-  """``inner`` with its whole state typed as varying over ``axis_names`` from ``init`` on.
+  """``inner`` with its floating state typed as varying over ``axis_names`` from ``init`` on.
 
   A worker's momentum is created equal everywhere but is its own after one step. Inside
   ``jax.shard_map``, a ``lax.scan`` carry must keep its type, so state that will vary has to be

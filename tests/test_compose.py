@@ -1,0 +1,114 @@
+"""The vote composes with the rest of optax; each composition is checked against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import signvote_jax as sv
+from tests import harness
+from tests import reference
+
+M = 3
+STEPS = 6
+LR, B1, WD = 0.05, 0.9, 0.1
+AXIS = "workers"
+
+
+def _run(opt, seed=0, steps=STEPS):
+  problem = harness.NoisyQuadratic(M, steps, seed=seed)
+  params, state = harness.run_shard_map(opt, problem, steps, harness.mesh((M,), (AXIS,)), (AXIS,))
+  return problem, harness.flat(params), state
+
+
+def _signum_reference(problem, **kwargs):
+  return reference.signum_majority(problem.x0, problem.numpy_grad, M, STEPS, LR, B1, WD, **kwargs)[0]
+
+
+def test_inject_hyperparams_with_schedule():
+  schedule = optax.piecewise_constant_schedule(LR, {3: 0.1})
+  opt = optax.inject_hyperparams(sv.signum)(learning_rate=schedule, b1=B1, weight_decay=WD, axis_name=AXIS)
+  problem, params, state = _run(opt)
+
+  x = np.array(problem.x0, np.float64)
+  v = np.zeros((M, x.size))
+  for t in range(STEPS):
+    v = B1 * v + (1 - B1) * np.stack([problem.numpy_grad(x, m, t) for m in range(M)])
+    x = x - (LR if t < 3 else LR * 0.1) * (reference.vote(v) + WD * x)
+  np.testing.assert_allclose(params, x, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(state.hyperparams["learning_rate"])[0], LR * 0.1, rtol=1e-6)
+
+
+def test_multisteps_votes_every_k_steps():
+  opt = sv.per_worker(optax.MultiSteps(sv.signum(LR, B1, WD, axis_name=AXIS), every_k_schedule=2), AXIS)
+  problem, params, _ = _run(opt)
+  np.testing.assert_allclose(params, _signum_reference(problem, every_k=2), rtol=1e-6, atol=1e-6)
+
+
+def test_clipping_before_momentum():
+  clip = 2.0
+  opt = optax.chain(optax.clip_by_global_norm(clip), sv.signum(LR, B1, WD, axis_name=AXIS))
+  problem, params, _ = _run(opt)
+  np.testing.assert_allclose(params, _signum_reference(problem, clip_norm=clip), rtol=1e-5, atol=1e-5)
+
+
+def test_masked_votes_selected_leaves_and_averages_the_rest():
+  mask = {"a": True, "b": False, "c": True, "d": False}
+  rest = jax.tree.map(lambda m: not m, mask)
+  opt = optax.chain(optax.masked(sv.signum(LR, B1, WD, axis_name=AXIS), mask),
+                    optax.masked(optax.chain(sv.mean_allreduce(AXIS), optax.sgd(LR)), rest))
+  problem, params, _ = _run(opt)
+
+  selected = harness.flat({k: np.full(harness.SHAPES[k], mask[k]) for k in mask}).astype(bool)
+  # Coordinates do not interact under either rule, so each reference is right on its own leaves.
+  np.testing.assert_allclose(params[selected], _signum_reference(problem)[selected], rtol=1e-6, atol=1e-6)
+  x = np.array(problem.x0, np.float64)
+  for t in range(STEPS):
+    x = x - LR * np.mean([problem.numpy_grad(x, m, t) for m in range(M)], axis=0)
+  np.testing.assert_allclose(params[~selected], x[~selected], rtol=1e-5, atol=1e-6)
+
+
+def test_distributed_lion():
+  b1, b2 = 0.9, 0.99
+  opt = optax.chain(
+      sv.per_worker(optax.scale_by_lion(b1=b1, b2=b2), AXIS),
+      sv.scale_by_majority_vote(AXIS),
+      optax.add_decayed_weights(WD),
+      optax.scale_by_learning_rate(LR),
+  )
+  problem, params, _ = _run(opt)
+  expected = reference.lion_majority(problem.x0, problem.numpy_grad, M, STEPS, LR, b1, b2, WD)
+  np.testing.assert_allclose(params, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_dtypes_preserved_and_no_retracing():
+  opt = sv.signum(LR, B1, WD, axis_name=AXIS, strategy="alltoall")
+  mesh = harness.mesh((M,), (AXIS,))
+  spec = jax.sharding.PartitionSpec(AXIS)
+  params = {"w": jnp.ones((5, 7), jnp.bfloat16), "b": jnp.ones((3,), jnp.float32)}
+
+  def init(params):
+    return jax.tree.map(lambda x: x[None], opt.init(params))
+
+  traces = []
+
+  def step(params, state, grads):
+    traces.append(1)
+    state = jax.tree.map(lambda x: x[0], state)
+    grads = jax.tree.map(lambda g: g[0], grads)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), jax.tree.map(lambda x: x[None], state)
+
+  sharded = jax.sharding.NamedSharding(mesh, spec)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params = jax.device_put(params, replicated)
+  state = jax.jit(jax.shard_map(init, mesh=mesh, in_specs=jax.sharding.PartitionSpec(), out_specs=spec))(params)
+  run = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), spec, spec),
+                              out_specs=(jax.sharding.PartitionSpec(), spec)))
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=(M, *p.shape)), p.dtype), params)
+    params, state = run(params, state, jax.device_put(grads, sharded))
+  assert len(traces) == 1, f"traced {len(traces)} times for 3 steps of equal shapes"
+  assert params["w"].dtype == jnp.bfloat16 and params["b"].dtype == jnp.float32
+  assert state[0].ema["w"].dtype == jnp.bfloat16
