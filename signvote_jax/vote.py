@@ -73,7 +73,9 @@ def scale_by_majority_vote(
     impl: kernel implementation, ``"auto"``, ``"jax"`` or ``"triton"`` (see ``ops``).
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`.
+    An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read it from
+    any optimizer state with ``optax.tree.get(opt_state, "agreement")`` and pass it to
+    :func:`signvote_jax.suspected_workers`.
 
   Example (one worker per device; identical gradients vote their own signs):
 

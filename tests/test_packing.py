@@ -1,0 +1,71 @@
+"""Bit packing and the vote kernels against the numpy reference of the layout in DESIGN.md."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ops
+from signvote_jax.layout import WordLayout
+from tests import reference
+
+
+def _random_values(rng, shape, dtype):
+  values = rng.normal(size=shape).astype(np.float32)
+  flat = values.reshape(-1)
+  specials = np.array([0.0, -0.0, np.nan, -np.inf, np.inf, -1e-30], np.float32)
+  flat[rng.choice(flat.size, size=min(flat.size, specials.size), replace=False)] = specials[: min(flat.size, 6)]
+  return jnp.asarray(values, dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape", [(), (1,), (31,), (32,), (33,), (3, 5, 7), (2, 64), (1000,)])
+def test_pack_matches_reference_and_round_trips(shape, dtype):
+  x = _random_values(np.random.default_rng(len(shape) + sum(shape)), shape, dtype)
+  words = jax.jit(ops.pack_signs)(x)
+  as_float = np.asarray(x, np.float32)
+  np.testing.assert_array_equal(np.asarray(words), reference.pack(as_float))
+  signs = ops.unpack_signs(words, as_float.size, dtype)
+  assert signs.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(signs, np.float32), np.where(reference.sign_bits(as_float.ravel()), 1, -1))
+
+
+def test_zero_signs_follow_design():
+  words = ops.pack_signs(jnp.array([0.0, -0.0, jnp.nan, -jnp.nan, -1.0, 1.0]))
+  # +0.0 and -0.0 vote +1 (bits 0, 1); NaN of either sign and -1 vote -1; 1.0 votes +1 (bit 5).
+  assert int(words[0]) == 0b100011
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 3, 4, 7, 8, 9])
+@pytest.mark.parametrize("size", [1, 31, 33, 200])
+def test_vote_matches_reference(num_workers, size):
+  rng = np.random.default_rng(num_workers * 1000 + size)
+  ballots = rng.integers(-1, 2, size=(num_workers, size)).astype(np.float32)
+  ballots[:, 0] = 1.0  # a unanimous coordinate
+  if num_workers % 2 == 0 and size > 1:
+    ballots[:, 1] = np.repeat([1.0, -1.0], num_workers // 2)  # an exact tie
+  words = jnp.stack([ops.pack_signs(jnp.asarray(row)) for row in ballots])
+  expected = reference.vote(ballots)
+  np.testing.assert_array_equal(np.asarray(ops.vote(words, size)), expected)
+
+  layout = WordLayout.of([ballots[0]])
+  sign, nonzero = ops.vote_planes(words, layout.valid_mask())
+  np.testing.assert_array_equal(np.asarray(ops.decode_planes(sign, nonzero, size, jnp.float32)), expected)
+  agree, total = ops.agreement_counts(words, sign, nonzero)
+  decided = expected != 0
+  assert int(total) == decided.sum()
+  signs = np.where(ballots >= 0, 1.0, -1.0)
+  np.testing.assert_array_equal(np.asarray(agree), (signs[:, decided] == expected[decided]).sum(axis=1))
+
+
+def test_layout_places_each_leaf_on_a_word_boundary():
+  leaves = [jnp.ones((33,)), jnp.ones(()), jnp.zeros((0,)), jnp.ones((2, 16))]
+  layout = WordLayout.of(leaves, multiple=4)
+  assert layout.offsets == (0, 2, 3, 3)
+  assert (layout.num_words, layout.padded_words) == (4, 4)
+  np.testing.assert_array_equal(
+      np.asarray(layout.valid_mask()), np.array([0xFFFFFFFF, 0x1, 0x1, 0xFFFFFFFF], np.uint32)
+  )
+  buffer = layout.pack([-leaf for leaf in leaves])
+  assert buffer.dtype == jnp.uint32 and buffer.shape == (4,)
+  np.testing.assert_array_equal(np.asarray(buffer), 0)  # all negative: every bit 0, padding 0
