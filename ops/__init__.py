@@ -10,13 +10,14 @@ on a GPU where ``jax_triton`` imports, and JAX otherwise.
 """
 
 from ops.dispatch import IMPLS, resolve_impl
-from ops.packing import pack_signs, unpack_signs, num_words
+from ops.packing import ema_pack, num_words, pack_signs, unpack_signs
 from ops.voting import agreement_counts, decode_planes, vote, vote_planes
 
 __all__ = [
     "IMPLS",
     "agreement_counts",
     "decode_planes",
+    "ema_pack",
     "num_words",
     "pack_signs",
     "resolve_impl",

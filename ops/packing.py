@@ -60,3 +60,25 @@ def unpack_signs(words: jax.Array, size: int, dtype=jnp.float32) -> jax.Array:
     raise ValueError(f"{words.shape[-1]} words hold at most {words.shape[-1] * BITS} signs, not {size}.")
   bits = unpack_bits(words)[..., :size]
   return jnp.where(bits, 1, -1).astype(dtype)
+
+
+def ema_pack(g: jax.Array, m: jax.Array, b1, *, impl: str = "auto"):
+  """Momentum step fused with packing: ``m' = b1 m + (1 - b1) g`` and ``pack_signs(m')``.
+
+  Computed in float32 and stored in ``m.dtype``; the words are the signs of the stored ``m'``. The
+  Triton twin reads ``g`` and ``m`` once.
+
+  >>> import jax.numpy as jnp
+  >>> m, words = ema_pack(jnp.array([1.0, -1.0]), jnp.array([-1.0, 0.5]), 0.5)
+  >>> m.tolist(), int(words[0])
+  ([0.0, -0.25], 1)
+  """
+  if g.shape != m.shape:
+    raise ValueError(f"ema_pack needs g and m of one shape, got {g.shape} and {m.shape}.")
+  if dispatch.resolve_impl(impl) == "triton":
+    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
+
+    return triton_kernels.ema_pack(g, m, b1)
+  b1 = jnp.asarray(b1, jnp.float32)
+  m_new = (b1 * m.astype(jnp.float32) + (1 - b1) * g.astype(jnp.float32)).astype(m.dtype)
+  return m_new, pack_signs(m_new, impl="jax")
