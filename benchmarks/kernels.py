@@ -1,0 +1,163 @@
+"""Kernel bandwidth: sign packing, the vote, and the whole Signum update, pure JAX vs Triton.
+
+    python -m benchmarks.kernels                # GPU: 1M..256M coordinates, both implementations
+    python -m benchmarks.kernels --quick        # small sizes (what the CPU and the smoke test run)
+
+For each size it reports the median time after warm-up (``block_until_ready`` around each call),
+the bytes each operation must move, GB/s, and the fraction of a measured device-to-device copy of
+the same float array (the memory-bound floor). The whole Signum update (one worker, so the
+exchange is a no-op but pack and vote run) is compared with ``optax.sgd(momentum=0.9)``.
+Writes ``benchmarks/results/kernels-<device>-<date>.{json,md}``.
+"""
+
+import argparse
+import datetime
+import json
+import pathlib
+import re
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import ops
+import signvote_jax as sv
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def median_seconds(fn, *args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))  # compile
+  jax.block_until_ready(fn(*args))  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def signum_step(size, impl):
+  """One Signum-with-majority-vote update on one worker: EMA, pack, vote, decode, decay, scale."""
+  mesh = jax.make_mesh((1,), ("workers",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
+  opt = sv.signum(1e-4, 0.9, 1e-4, axis_name="workers", impl=impl)
+  shared, own = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("workers")
+  stack, unstack = (lambda t: jax.tree.map(lambda x: x[None], t)), (lambda t: jax.tree.map(lambda x: x[0], t))
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, unstack(state), params)
+    return optax.apply_updates(params, updates), stack(state)
+
+  params = jnp.zeros((size,), jnp.float32)
+  state = jax.jit(jax.shard_map(lambda p: stack(opt.init(p)), mesh=mesh, in_specs=shared, out_specs=own))(params)
+  fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, own, shared), out_specs=(shared, own)),
+               donate_argnums=(0, 1))
+  return fn, state
+
+
+def sgd_step():
+  opt = optax.sgd(1e-4, momentum=0.9)
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return jax.jit(step, donate_argnums=(0, 1)), opt
+
+
+def measure(size: int, num_workers: int, impls, repeats: int):
+  """Rows of {op, impl, size, seconds, bytes, gbps} for one size."""
+  key = jax.random.key(size)
+  x = jax.random.normal(key, (size,), jnp.float32)
+  words = jax.random.bits(key, (num_workers, ops.num_words(size)), jnp.uint32)
+  float_bytes, word_bytes = 4 * size, 4 * ops.num_words(size)
+  rows = []
+
+  def add(op, impl, seconds, nbytes):
+    rows.append({"op": op, "impl": impl, "size": size, "seconds": seconds, "bytes": nbytes,
+                 "gbps": nbytes / seconds / 1e9})
+
+  add("copy", "xla", median_seconds(jax.jit(lambda a: a.copy()), x, repeats=repeats), 2 * float_bytes)
+  for impl in impls:
+    pack = jax.jit(lambda a, i=impl: ops.pack_signs(a, impl=i))
+    add("pack", impl, median_seconds(pack, x, repeats=repeats), float_bytes + word_bytes)
+    planes = jax.jit(lambda w, i=impl: ops.vote_planes(w, impl=i))
+    add("vote_planes", impl, median_seconds(planes, words, repeats=repeats), (num_workers + 2) * word_bytes)
+    vote = jax.jit(lambda w, i=impl: ops.vote(w, size, impl=i))
+    add("vote", impl, median_seconds(vote, words, repeats=repeats), num_workers * word_bytes + float_bytes)
+    ema_pack = jax.jit(lambda g, m, i=impl: ops.ema_pack(g, m, 0.9, impl=i))
+    add("ema_pack", impl, median_seconds(ema_pack, x, x, repeats=repeats), 3 * float_bytes + word_bytes)
+
+    step, state = signum_step(size, impl)
+    params = jnp.zeros((size,), jnp.float32)
+    seconds = _median_donating(step, params, state, x, repeats)
+    # Reads params, momentum, grads; writes params, momentum (the words stay small).
+    add("signum_update", impl, seconds, 5 * float_bytes)
+
+  step, opt = sgd_step()
+  params = jnp.zeros((size,), jnp.float32)
+  add("sgd_momentum_update", "xla", _median_donating(step, params, opt.init(params), x, repeats), 5 * float_bytes)
+  return rows
+
+
+def _median_donating(step, params, state, grads, repeats):
+  """Like median_seconds, threading the donated parameters and state through the calls."""
+  carry = (params, state)
+  times = []
+  for i in range(repeats + 2):
+    start = time.perf_counter()
+    carry = jax.block_until_ready(step(*carry, grads))
+    if i >= 2:
+      times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def table(rows, copy_gbps):
+  lines = ["| op | impl | coordinates | median ms | GB/s | of copy |", "|---|---|---:|---:|---:|---:|"]
+  for r in rows:
+    lines.append(f"| {r['op']} | {r['impl']} | {r['size']:,} | {1e3 * r['seconds']:.3f} | "
+                 f"{r['gbps']:.1f} | {r['gbps'] / copy_gbps[r['size']]:.0%} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--log2-sizes", type=int, nargs="+", default=None,
+                      help="coordinates as powers of two (default 20..28 on GPU, 20..24 elsewhere)")
+  parser.add_argument("--workers", type=int, default=8, help="ballots M in the vote benchmarks")
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--quick", action="store_true", help="two small sizes, few repeats")
+  parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+  args = parser.parse_args(argv)
+
+  on_gpu = jax.default_backend() == "gpu"
+  impls = ["jax", "triton"] if ops.resolve_impl("auto") == "triton" else ["jax"]
+  log2_sizes = args.log2_sizes or ([16, 18] if args.quick else list(range(20, 29 if on_gpu else 25, 2)))
+  repeats = 3 if args.quick else args.repeats
+
+  rows = []
+  for log2 in log2_sizes:
+    rows += measure(2**log2, args.workers, impls, repeats)
+    print(f"2^{log2} coordinates done", flush=True)
+  copy_gbps = {r["size"]: r["gbps"] for r in rows if r["op"] == "copy"}
+  for r in rows:
+    r["fraction_of_copy"] = r["gbps"] / copy_gbps[r["size"]]
+
+  device = jax.devices()[0].device_kind
+  date = datetime.date.today().isoformat()
+  stem = f"kernels-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}-{date}"
+  args.out.mkdir(parents=True, exist_ok=True)
+  meta = {"device": device, "backend": jax.default_backend(), "date": date, "jax": jax.__version__,
+          "workers": args.workers, "impls": impls, "repeats": repeats}
+  (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+  markdown = f"# Kernel bandwidth on {device}, {date}\n\nM = {args.workers} ballots in the vote.\n\n{table(rows, copy_gbps)}\n"
+  (args.out / f"{stem}.md").write_text(markdown)
+  print(markdown)
+  return rows
+
+
+if __name__ == "__main__":
+  main()
