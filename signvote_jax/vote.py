@@ -111,8 +111,8 @@ def scale_by_majority_vote(
   exchange_name = outer_strategy if strategy == "hierarchical" else strategy
   who = "scale_by_majority_vote"
 
-  def ballot_count() -> int:
-    """M: the size of the voting axis when bound, else ``num_workers``."""
+  def ballot_count() -> int | None:
+    """M: the size of the voting axis when bound, else ``num_workers`` (None if not given)."""
     if axis_name is None:
       return 1
     size = axes.bound_axis_size(axis_name)
