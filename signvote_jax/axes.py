@@ -36,6 +36,12 @@ def _varying_axes(x) -> frozenset:
   return frozenset(vma)
 
 
+def _cast_varying(x, axis_names):
+  """``x`` typed as varying over ``axis_names``, casting only the axes it does not vary over yet."""
+  missing = tuple(a for a in axis_names if a not in _varying_axes(x))
+  return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
 def as_varying(tree, axis_names: Sequence[Hashable]):
   """Marks the floating leaves of ``tree`` as varying over ``axis_names`` (a no-op outside a map).
 
@@ -48,8 +54,7 @@ def as_varying(tree, axis_names: Sequence[Hashable]):
   def cast(x):
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
       return x
-    missing = tuple(a for a in axis_names if a not in _varying_axes(x))
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
+    return _cast_varying(x, axis_names)
 
   return jax.tree.map(cast, tree) if axis_names else tree
 
@@ -59,8 +64,7 @@ def match_varying(value, reference):
 
   Keeps a transform's state type stable when a wrapper such as :func:`per_worker` made it varying.
   """
-  missing = tuple(a for a in _varying_axes(reference) if a not in _varying_axes(value))
-  return jax.lax.pcast(value, missing, to="varying") if missing else value
+  return _cast_varying(value, _varying_axes(reference))
 
 
 def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
