@@ -27,6 +27,17 @@ def _pack_bits_tile(positive, shifts):
 
 
 @triton.jit
+def _store_signs(values, in_range, words_ptr, word, size):
+  """Packs the signs of a ``[B, 32]`` tile (bit 1 for ``v >= 0``; NaN and padding 0) and stores them.
+
+  Compared in float32: exact for every input dtype, and the interpreter holds bfloat16 as raw bits.
+  """
+  shifts = tl.arange(0, 32).to(tl.uint32)
+  words = _pack_bits_tile((values.to(tl.float32) >= 0) & in_range, shifts)
+  tl.store(words_ptr + word, words, mask=word * 32 < size)
+
+
+@triton.jit
 def pack_kernel(x_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
   """words[w] = sum_j (x[32 w + j] >= 0) << j; NaN and padding give bit 0."""
   word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
@@ -34,9 +45,7 @@ def pack_kernel(x_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
   index = word[:, None] * 32 + bit[None, :]
   in_range = index < size
   x = tl.load(x_ptr + index, mask=in_range, other=0.0)
-  # Compared in float32: exact for every input dtype, and the interpreter holds bfloat16 as raw bits.
-  words = _pack_bits_tile((x.to(tl.float32) >= 0) & in_range, bit.to(tl.uint32))
-  tl.store(words_ptr + word, words, mask=word * 32 < size)
+  _store_signs(x, in_range, words_ptr, word, size)
 
 
 @triton.jit
@@ -88,8 +97,7 @@ def ema_pack_kernel(g_ptr, m_ptr, b1_ptr, m_out_ptr, words_ptr, size, BLOCK_WORD
     # Round to nearest even, as XLA does (the interpreter would otherwise truncate).
     m_new = m_new.to(m_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
   tl.store(m_out_ptr + index, m_new, mask=in_range)
-  words = _pack_bits_tile((m_new.to(tl.float32) >= 0) & in_range, bit.to(tl.uint32))
-  tl.store(words_ptr + word, words, mask=word * 32 < size)
+  _store_signs(m_new, in_range, words_ptr, word, size)
 
 
 def _grid(num_words: int):
