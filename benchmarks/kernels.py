@@ -29,15 +29,26 @@ import signvote_jax as sv
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
-def median_seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  jax.block_until_ready(fn(*args))  # warm-up
+def median_seconds(call, repeats: int) -> float:
+  """Median wall time of ``call()`` (blocked until ready) after a compiling call and a warm-up."""
   times = []
-  for _ in range(repeats):
+  for i in range(repeats + 2):
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
+    jax.block_until_ready(call())
+    if i >= 2:
+      times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def stepping(step, params, state, grads):
+  """A call for :func:`median_seconds` that threads donated parameters and state through steps."""
+  carry = [params, state]
+
+  def call():
+    carry[:] = step(*carry, grads)
+    return carry
+
+  return call
 
 
 def signum_step(size, impl):
@@ -80,39 +91,28 @@ def measure(size: int, num_workers: int, impls, repeats: int):
     rows.append({"op": op, "impl": impl, "size": size, "seconds": seconds, "bytes": nbytes,
                  "gbps": nbytes / seconds / 1e9})
 
-  add("copy", "xla", median_seconds(jax.jit(lambda a: a.copy()), x, repeats=repeats), 2 * float_bytes)
+  copy = jax.jit(lambda a: a.copy())
+  add("copy", "xla", median_seconds(lambda: copy(x), repeats), 2 * float_bytes)
   for impl in impls:
     pack = jax.jit(lambda a, i=impl: ops.pack_signs(a, impl=i))
-    add("pack", impl, median_seconds(pack, x, repeats=repeats), float_bytes + word_bytes)
+    add("pack", impl, median_seconds(lambda: pack(x), repeats), float_bytes + word_bytes)
     planes = jax.jit(lambda w, i=impl: ops.vote_planes(w, impl=i))
-    add("vote_planes", impl, median_seconds(planes, words, repeats=repeats), (num_workers + 2) * word_bytes)
+    add("vote_planes", impl, median_seconds(lambda: planes(words), repeats), (num_workers + 2) * word_bytes)
     vote = jax.jit(lambda w, i=impl: ops.vote(w, size, impl=i))
-    add("vote", impl, median_seconds(vote, words, repeats=repeats), num_workers * word_bytes + float_bytes)
+    add("vote", impl, median_seconds(lambda: vote(words), repeats), num_workers * word_bytes + float_bytes)
     ema_pack = jax.jit(lambda g, m, i=impl: ops.ema_pack(g, m, 0.9, impl=i))
-    add("ema_pack", impl, median_seconds(ema_pack, x, x, repeats=repeats), 3 * float_bytes + word_bytes)
+    add("ema_pack", impl, median_seconds(lambda: ema_pack(x, x), repeats), 3 * float_bytes + word_bytes)
 
     step, state = signum_step(size, impl)
     params = jnp.zeros((size,), jnp.float32)
-    seconds = _median_donating(step, params, state, x, repeats)
+    seconds = median_seconds(stepping(step, params, state, x), repeats)
     # Reads params, momentum, grads; writes params, momentum (the words stay small).
     add("signum_update", impl, seconds, 5 * float_bytes)
 
   step, opt = sgd_step()
   params = jnp.zeros((size,), jnp.float32)
-  add("sgd_momentum_update", "xla", _median_donating(step, params, opt.init(params), x, repeats), 5 * float_bytes)
+  add("sgd_momentum_update", "xla", median_seconds(stepping(step, params, opt.init(params), x), repeats), 5 * float_bytes)
   return rows
-
-
-def _median_donating(step, params, state, grads, repeats):
-  """Like median_seconds, threading the donated parameters and state through the calls."""
-  carry = (params, state)
-  times = []
-  for i in range(repeats + 2):
-    start = time.perf_counter()
-    carry = jax.block_until_ready(step(*carry, grads))
-    if i >= 2:
-      times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def table(rows, copy_gbps):
