@@ -6,7 +6,7 @@ optax. Workers exchange one bit per coordinate, packed into uint32 words (see ``
 
 from signvote_jax import faults
 from signvote_jax.allreduce import mean_allreduce
-from signvote_jax.axes import per_worker
+from signvote_jax.axes import per_worker, stack_varying, stacked_specs, unstack_varying
 from signvote_jax.faults import byzantine, suspected_workers
 from signvote_jax.signum import signum
 from signvote_jax.vote import STRATEGIES, MajorityVoteState, scale_by_majority_vote
@@ -22,5 +22,8 @@ __all__ = [
     "per_worker",
     "scale_by_majority_vote",
     "signum",
+    "stack_varying",
+    "stacked_specs",
     "suspected_workers",
+    "unstack_varying",
 ]

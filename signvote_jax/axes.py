@@ -9,6 +9,16 @@ import optax
 AxisName = Hashable | Sequence[Hashable]
 
 
+def axis_tuple(*axis_names) -> tuple:
+  """The axis names as one flat tuple: ``axis_tuple("a", ("b", "c"), None) == ("a", "b", "c")``."""
+  out = []
+  for name in axis_names:
+    if name is None:
+      continue
+    out.extend(name if isinstance(name, (tuple, list)) else (name,))
+  return tuple(out)
+
+
 def bound_axis_size(axis_name: AxisName) -> int | None:
   """Size of ``axis_name`` in the surrounding ``shard_map``/``pmap``, or None if it is not bound."""
   try:
@@ -80,10 +90,59 @@ def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.Gradien
 
   Outside a map it changes nothing.
   """
-  if isinstance(axis_names, str) or not isinstance(axis_names, Sequence):
-    axis_names = (axis_names,)
+  axis_names = axis_tuple(axis_names)
 
   def init_fn(params):
-    return as_varying(inner.init(params), tuple(axis_names))
+    return as_varying(inner.init(params), axis_names)
 
   return optax.GradientTransformation(init_fn, inner.update)
+
+
+# Carrying per-worker state out of ``shard_map``: a leaf that varies over some mapped axes leaves
+# the map stacked along a new leading dimension sharded over exactly those axes, and comes back in
+# by dropping that dimension; a leaf equal on every worker leaves replicated. Its spec says which.
+
+
+def stacked_spec(x, axis_names: Sequence[Hashable]) -> jax.sharding.PartitionSpec:
+  """Inside a map: the spec that carries ``x`` out, stacked over the ``axis_names`` it varies over."""
+  varying = tuple(a for a in axis_names if a in _varying_axes(x))
+  return jax.sharding.PartitionSpec(varying) if varying else jax.sharding.PartitionSpec()
+
+
+def stack_varying(tree, specs):
+  """Inside a map: adds the leading worker dimension to the leaves whose spec stacks them."""
+  return jax.tree.map(lambda x, spec: x[None] if spec else x, tree, specs)
+
+
+def unstack_varying(tree, specs):
+  """Inside a map: drops the leading worker dimension from the leaves whose spec stacks them."""
+  return jax.tree.map(lambda x, spec: x[0] if spec else x, tree, specs)
+
+
+def stacked_specs(fn, mesh, in_specs, *args):
+  """The specs of :func:`stacked_spec` for each leaf of ``fn(*args)`` run inside ``shard_map``.
+
+  Only traces ``fn`` (no compilation, nothing runs): use it to build the ``out_specs`` that carry
+  an optimizer state out of ``jax.shard_map`` and back in, with per-worker momentum stacked over
+  the workers and counters and vote statistics replicated:
+
+  >>> import jax, optax, numpy as np, signvote_jax as sv
+  >>> from jax.sharding import Mesh, PartitionSpec as P
+  >>> mesh = Mesh(np.asarray(jax.devices()[:2]), ("workers",))
+  >>> opt = sv.signum(1e-3, axis_name="workers")
+  >>> specs = sv.stacked_specs(opt.init, mesh, P(), {"w": np.zeros(3, np.float32)})
+  >>> specs[0].ema, specs[1].agreement
+  ({'w': P('workers',)}, P())
+  """
+  found = []
+  axis_names = tuple(mesh.axis_names)
+
+  def traced(*inner_args):
+    out = fn(*inner_args)
+    found.append(jax.tree.map(lambda x: stacked_spec(x, axis_names), out))
+    # Stacking every leaf over every axis is always a valid out_spec; only ``found`` is wanted.
+    return jax.tree.map(lambda x: x[None], out)
+
+  mapped = jax.shard_map(traced, mesh=mesh, in_specs=in_specs, out_specs=jax.sharding.PartitionSpec(axis_names))
+  jax.eval_shape(mapped, *args)
+  return found[0]

@@ -67,9 +67,8 @@ def signum(
     raise ValueError(f"b1 must be in [0, 1), got {b1!r}.")
   if isinstance(weight_decay, (int, float)) and weight_decay < 0:
     raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
-  worker_axes = tuple(a for a in (axis_name, inner_axis_name) if a is not None)
   return optax.chain(
-      axes.per_worker(optax.ema(b1, debias=False), worker_axes),
+      axes.per_worker(optax.ema(b1, debias=False), axes.axis_tuple(axis_name, inner_axis_name)),
       *([fault] if fault is not None else []),
       scale_by_majority_vote(
           axis_name,
