@@ -1,0 +1,62 @@
+"""Every hyper-parameter of the trainer, with its default; the other configs override a few.
+
+Run a config with `python -m train --config=configs/<name>.py --workdir=DIR`, overriding any field
+on the command line: `--config.learning_rate=3e-3 --config.faults.kind=negate`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Data: a tfds name read TF-free with tfds.data_source (array_record files in data_dir).
+  # "sklearn_digits" is the project's own builder, prepared offline on first use.
+  config.dataset = "sklearn_digits"
+  config.data_dir = ""  # "" is tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.num_data_threads = 4  # grain threads reading and preprocessing examples per process.
+
+  # Model (train/models.py).
+  config.model = "digits_cnn"
+  config.model_features = (16, 32)  # Channels of the convolutions.
+
+  # Workers: one per device (CPU: simulated devices, set by `python -m train`; GPU: real ones),
+  # spread evenly over the processes of a multi-host job.
+  config.num_workers = 8
+  config.per_worker_batch_size = 32
+  config.eval_batch_size = 256  # Global; the last eval batch is padded and masked.
+
+  # Optimizer: "signum" (Signum with majority vote), or "sgd" / "adam" over mean_allreduce.
+  config.optimizer = "signum"
+  config.learning_rate = 1e-4  # The paper's default for Signum.
+  config.b1 = 0.9  # Signum and SGD momentum; Adam's first moment.
+  config.b2 = 0.999  # Adam only.
+  config.weight_decay = 0.0  # Decoupled: x <- x - lr * (update + weight_decay * x).
+  config.strategy = "allgather"  # Signum's exchange: allgather, alltoall or hierarchical.
+  config.workers_per_host = 0  # hierarchical only: workers psum'd before the vote (0: per process).
+  config.impl = "auto"  # Sign packing and vote kernels: auto, jax or triton.
+
+  # Learning-rate schedule: linear warm-up from 0, then step decay (the paper's ImageNet recipe).
+  config.warmup_epochs = 0.0
+  config.lr_decay_every_epochs = 0.0  # 0 turns the decay off.
+  config.lr_decay_factor = 0.1
+
+  # Length: num_steps if positive, else num_epochs passes over the training split.
+  config.num_steps = -1
+  config.num_epochs = 1.0
+
+  # Faulty workers (signvote_jax.faults.byzantine), the last num_faulty workers along the axis.
+  # A fault experiment may produce non-finite losses; any other run stops at the first one.
+  config.faults = ml_collections.ConfigDict()
+  config.faults.kind = ""  # "" (none), negate, random, zero, nan or scale.
+  config.faults.num_faulty = 0
+
+  config.seed = 0  # Parameter init, data order and random faults.
+  config.log_every = 10  # Steps between train-metric lines in metrics.jsonl.
+  config.eval_every = 100  # Steps between evaluations (and at the end).
+  config.checkpoint_every = 200  # Steps between Orbax checkpoints (and at the end).
+  config.checkpoints_to_keep = 2
+  config.progress_bar = True
+  return config
