@@ -35,6 +35,11 @@ def _collectives(opt, num_workers, num_leaves=16):
       .lower(params, grads)
       .compile()
   )
+  return collectives_of(compiled)
+
+
+def collectives_of(compiled) -> collections.Counter:
+  """How many collectives of each (kind, element type) a compiled computation holds."""
   matches = (INSTRUCTION.match(line) for line in compiled.as_text().splitlines())
   return collections.Counter((m.group(2), m.group(1)) for m in matches if m)
 

@@ -1,0 +1,162 @@
+"""The trainer end to end on digits: each optimizer, faults, resuming, and its output files."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import digits
+from tests.test_hlo import collectives_of
+from train import input_pipeline, train
+from train.errors import ConfigError
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lines(workdir):
+  """The records of a run's metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_state(workdir, step):
+  """The state saved at ``step``, read back by Orbax without the trainer's help, as numpy."""
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path):
+  """The README's main job, exactly as configured (only the data dir moved)."""
+  config = digits.get_config()
+  config.data_dir, config.progress_bar = data_dir, False
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["test_accuracy"] >= 0.95
+  assert summary["steps"] == config.num_steps and len(summary["devices"]) == 8
+  assert summary["suspected_workers"] == []
+  with open(tmp_path / "summary.json") as f:
+    written = json.load(f)
+  assert written["test_accuracy"] == summary["test_accuracy"] and written["config"]["optimizer"] == "signum"
+  assert written["wall_seconds"] > 0
+  assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  records = lines(tmp_path)
+  train_lines = [l for l in records if l["split"] == "train"]
+  assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
+  assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement", "suspected_workers"}
+  assert len(train_lines[-1]["agreement"]) == 8 and min(train_lines[-1]["agreement"]) > 0.5
+  test_lines = [l for l in records if l["split"] == "test"]
+  assert [l["step"] for l in test_lines] == list(range(config.eval_every, config.num_steps + 1, config.eval_every))
+  assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == str(config.num_steps)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer": "signum", "strategy": "alltoall"},
+        {"optimizer": "signum", "strategy": "hierarchical", "workers_per_host": 2},
+        {"optimizer": "signum", "b1": 0.0},  # signSGD
+        {"optimizer": "sgd", "learning_rate": 0.1, "b1": 0.9},
+        {"optimizer": "adam", "learning_rate": 3e-3},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_each_optimizer_learns_digits(digits_config, tmp_path, overrides):
+  digits_config.update(overrides)
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert summary["test_accuracy"] > 0.8
+  last = [l for l in lines(tmp_path) if l["split"] == "train"][-1]
+  if digits_config.optimizer == "signum":
+    voters = 2 if digits_config.strategy == "hierarchical" else 4
+    assert len(last["agreement"]) == voters
+  else:
+    assert "agreement" not in last
+
+
+def test_negating_minority_is_outvoted_and_named(digits_config, tmp_path):
+  digits_config.num_workers, digits_config.num_steps = 7, 45
+  digits_config.eval_batch_size = 7 * 16
+  digits_config.faults.kind, digits_config.faults.num_faulty = "negate", 3
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert summary["test_accuracy"] > 0.8
+  assert summary["suspected_workers"] == [4, 5, 6]
+
+
+def test_nan_worker_breaks_the_mean_but_the_run_goes_on_when_asked(digits_config, tmp_path):
+  digits_config.optimizer, digits_config.learning_rate = "sgd", 0.1
+  digits_config.faults.kind, digits_config.faults.num_faulty = "nan", 1
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert summary["test_loss"] is None  # NaN, written as null.
+  assert all(l["loss"] is None for l in lines(tmp_path) if l["split"] == "train")
+
+
+def test_diverging_run_stops_naming_the_step(digits_config, tmp_path):
+  digits_config.optimizer, digits_config.learning_rate = "sgd", 1e30
+  with pytest.raises(FloatingPointError, match=r"non-finite \w+ at step \d+"):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+class Interrupted(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_to_bit_identical_state(digits_config, tmp_path, monkeypatch):
+  digits_config.num_steps, digits_config.checkpoint_every = 30, 10
+  train.train_and_evaluate(digits_config, str(tmp_path / "whole"))
+
+  real_batches = train.input_pipeline.train_batches
+
+  def dying_after_25_steps(*args, **kwargs):
+    batches = real_batches(*args, **kwargs)
+    for _ in range(25 - kwargs["start_step"]):
+      yield next(batches)
+    raise Interrupted
+
+  monkeypatch.setattr(train.input_pipeline, "train_batches", dying_after_25_steps)
+  with pytest.raises(Interrupted):
+    train.train_and_evaluate(digits_config, str(tmp_path / "resumed"))
+  assert max(l["step"] for l in lines(tmp_path / "resumed")) == 25
+  monkeypatch.setattr(train.input_pipeline, "train_batches", real_batches)
+  summary = train.train_and_evaluate(digits_config, str(tmp_path / "resumed"))
+
+  assert summary["resumed_from_step"] == 20
+  whole, resumed = final_state(tmp_path / "whole", 30), final_state(tmp_path / "resumed", 30)
+  assert jax.tree.structure(whole) == jax.tree.structure(resumed)
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert lines(tmp_path / "whole") == lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
+
+
+def test_workdir_of_another_config_is_refused(digits_config, tmp_path):
+  digits_config.num_steps = 5
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.learning_rate = 1e-2
+  with pytest.raises(ConfigError, match=r"different config \(learning_rate: 0.003 there, 0.01 here\)"):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+def test_longer_run_continues_from_the_checkpoint(digits_config, tmp_path):
+  digits_config.num_steps = 10
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.num_steps = 20
+  assert train.train_and_evaluate(digits_config, str(tmp_path))["resumed_from_step"] == 10
+
+
+@pytest.mark.parametrize(
+    "optimizer, expected",
+    [("signum", {("all-gather", "u32")}), ("sgd", {("all-reduce", "f32")}), ("adam", {("all-reduce", "f32")})],
+)
+def test_train_step_sends_only_what_the_optimizer_exchanges(digits_config, optimizer, expected):
+  """Gradients stay per worker until the optimizer: a signum step moves sign words and nothing else."""
+  digits_config.optimizer = optimizer
+  exp = train.Experiment.create(digits_config)
+  state, specs = train.create_train_state(exp)
+  local = next(input_pipeline.train_batches(exp.data, global_batch_size=exp.global_batch_size, seed=0,
+                                            process_index=0, process_count=1))
+  step = train.make_train_step(exp.model, exp.tx, exp.mesh, specs)
+  found = collectives_of(step.lower(state, train.global_batch(local, exp.mesh)).compile())
+  assert set(found) == expected, found

@@ -1,0 +1,98 @@
+"""Checks a config before anything runs: one ``ConfigError`` that says what is wrong and what to do."""
+
+import json
+
+import ml_collections
+
+import ops
+import signvote_jax as sv
+from configs import default
+from train.errors import ConfigError
+from train.optimizers import OPTIMIZERS
+
+# Fields that may change when a run resumes from its workdir: how long and how often, not what.
+RESUMABLE_FIELDS = frozenset({
+    "num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoints_to_keep",
+    "progress_bar", "num_data_threads", "data_dir",
+})
+
+
+def _flat(config, prefix="") -> dict:
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def check_keys(config) -> None:
+  """Every field of ``config`` must be one of ``configs/default.py``."""
+  known = _flat(default.get_config())
+  unknown = sorted(set(_flat(config)) - set(known))
+  if unknown:
+    raise ConfigError(
+        f"unknown config key(s) {unknown}; every field must be one of configs/default.py "
+        f"(e.g. {sorted(known)[:6]}...)."
+    )
+
+
+def check_values(config) -> None:
+  """Values that no device layout could run."""
+  def require(ok, message):
+    if not ok:
+      raise ConfigError(message)
+
+  require(config.optimizer in OPTIMIZERS, f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
+  require(config.strategy in sv.STRATEGIES, f"unknown strategy {config.strategy!r}; valid strategies are {sv.STRATEGIES}.")
+  require(config.impl in ops.IMPLS, f"unknown impl {config.impl!r}; valid values are {ops.IMPLS}.")
+  for field in ("num_workers", "per_worker_batch_size", "eval_batch_size", "log_every", "eval_every",
+                "checkpoint_every", "checkpoints_to_keep", "num_data_threads"):
+    require(config[field] >= 1, f"{field}={config[field]} must be a positive integer.")
+  require(
+      config.eval_batch_size % config.num_workers == 0,
+      f"eval_batch_size={config.eval_batch_size} must be a multiple of num_workers={config.num_workers} "
+      "(each worker evaluates an equal share).",
+  )
+  require(config.num_steps > 0 or config.num_epochs > 0, "set num_steps > 0 or num_epochs > 0: the run has no steps.")
+  if config.optimizer == "signum" and config.strategy == "hierarchical" and config.workers_per_host:
+    require(
+        config.num_workers % config.workers_per_host == 0,
+        f"workers_per_host={config.workers_per_host} must divide num_workers={config.num_workers}.",
+    )
+
+
+def check_devices(config, process_count: int, local_device_count: int) -> None:
+  """The workers must spread evenly over the processes, one device each."""
+  if config.num_workers % process_count:
+    raise ConfigError(
+        f"num_workers={config.num_workers} does not spread evenly over {process_count} processes; "
+        f"use a multiple of {process_count}."
+    )
+  per_process = config.num_workers // process_count
+  if per_process > local_device_count:
+    raise ConfigError(
+        f"num_workers={config.num_workers} needs {per_process} devices per process, but this process "
+        f"has {local_device_count}; lower num_workers, add processes, or on the CPU let "
+        "`python -m train` simulate the devices (in-process callers set "
+        "XLA_FLAGS=--xla_force_host_platform_device_count before JAX starts)."
+    )
+
+
+def check_resume(saved: dict, config) -> None:
+  """A workdir's checkpoint must come from the same config, up to ``RESUMABLE_FIELDS``."""
+  here = _flat(ml_collections.ConfigDict(config_to_json(config)))
+  there = _flat(ml_collections.ConfigDict(saved))
+  changed = sorted(k for k in set(here) | set(there) if k not in RESUMABLE_FIELDS and here.get(k) != there.get(k))
+  if changed:
+    diffs = ", ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in changed)
+    raise ConfigError(
+        f"the workdir holds a checkpoint of a different config ({diffs}); use a new --workdir, "
+        "or the checkpoint's config to resume it."
+    )
+
+
+def config_to_json(config) -> dict:
+  """``config`` as plain JSON values (tuples become lists), as a checkpoint stores it."""
+  return json.loads(config.to_json())

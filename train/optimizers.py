@@ -1,0 +1,96 @@
+"""The optimizer a config asks for: Signum with majority vote, or SGD / Adam over an all-reduce.
+
+Both sides of a comparison are the same program: the baselines differ only in the exchange
+(``mean_allreduce`` of float gradients instead of a vote of sign bits), and faulty workers are
+injected right before the exchange in either case.
+"""
+
+import jax.numpy as jnp
+import optax
+
+import signvote_jax as sv
+from train.errors import ConfigError
+
+OPTIMIZERS = ("signum", "sgd", "adam")
+
+
+def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  r"""Linear warm-up, then step decay, both counted from the first step (the paper's recipe).
+
+  .. math::  \eta_t = \eta \cdot \min\Big(1, \frac{t + 1}{T_w}\Big) \cdot
+                      \gamma^{\lfloor t / T_d \rfloor}
+
+  with :math:`T_w` = ``warmup_epochs`` and :math:`T_d` = ``lr_decay_every_epochs`` in steps
+  (either 0 switches its factor off) and :math:`\gamma` = ``lr_decay_factor``.
+  """
+  warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+  decay_steps = round(config.lr_decay_every_epochs * steps_per_epoch)
+  if config.lr_decay_every_epochs > 0 and decay_steps < 1:
+    raise ConfigError(
+        f"lr_decay_every_epochs={config.lr_decay_every_epochs} is less than one step "
+        f"({steps_per_epoch} steps per epoch); use a longer period or 0 to turn the decay off."
+    )
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    lr = jnp.asarray(config.learning_rate, jnp.float32)
+    if warmup_steps > 0:
+      lr = lr * jnp.minimum(1.0, (step + 1) / warmup_steps)
+    if decay_steps > 0:
+      lr = lr * config.lr_decay_factor ** jnp.floor(step / decay_steps)
+    return lr
+
+  return schedule
+
+
+def faulty_workers(config) -> tuple[int, ...]:
+  """The workers ``config.faults`` makes faulty: the last ``num_faulty`` along the workers' axis."""
+  kind, num_faulty, num_voters = config.faults.kind, config.faults.num_faulty, num_ballots(config)
+  if not kind and not num_faulty:
+    return ()
+  if kind not in sv.faults.KINDS:
+    raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {sv.faults.KINDS} (or '' for none).")
+  if not 0 < num_faulty < num_voters:
+    raise ConfigError(
+        f"faults.num_faulty={num_faulty} with faults.kind={kind!r}: it must be between 1 and "
+        f"{num_voters - 1} (the vote has {num_voters} ballots)."
+    )
+  return tuple(range(num_voters - num_faulty, num_voters))
+
+
+def num_ballots(config) -> int:
+  """Ballots per vote: the workers, or the hosts (groups of ``workers_per_host``) if hierarchical."""
+  if config.optimizer == "signum" and config.strategy == "hierarchical":
+    return config.num_workers // config.workers_per_host
+  return config.num_workers
+
+
+def create_optimizer(config, learning_rate: optax.Schedule, axis_names: tuple[str, ...]) -> optax.GradientTransformation:
+  """``config.optimizer`` for workers along ``axis_names`` (one axis, or (hosts, devices) if hierarchical)."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
+  workers = faulty_workers(config)
+  # Faults act on the ballots: whole hosts when the vote is hierarchical, single workers otherwise.
+  fault_axis = axis_names[0] if len(axis_names) == 2 else axis_names
+  fault = sv.faults.byzantine(config.faults.kind, workers, fault_axis, seed=config.seed) if workers else None
+
+  if config.optimizer == "signum":
+    hierarchical = config.strategy == "hierarchical"
+    return sv.signum(
+        learning_rate,
+        config.b1,
+        config.weight_decay,
+        axis_name=axis_names[0] if hierarchical else axis_names,
+        strategy=config.strategy,
+        inner_axis_name=axis_names[1] if hierarchical else None,
+        fault=fault,
+        impl=config.impl,
+    )
+  if config.optimizer == "sgd":
+    update = optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(learning_rate, momentum=config.b1 or None),
+    )
+  else:
+    update = optax.adamw(learning_rate, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
+  return optax.chain(*([fault] if fault else []), sv.mean_allreduce(axis_names), update)

@@ -1,0 +1,87 @@
+"""What a run leaves in its workdir: metrics.jsonl, summary.json and curves.png; and a progress bar."""
+
+import json
+import math
+import os
+
+import tqdm
+from matplotlib.figure import Figure
+
+
+def _json_value(value):
+  """Non-finite floats become null, so that every line stays valid JSON."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, list):
+    return [_json_value(v) for v in value]
+  return value
+
+
+class Reporter:
+  """Writes metrics lines and the final files; only the process given ``enabled`` writes anything.
+
+  A resumed run keeps the lines of steps up to its checkpoint and drops later ones (written after
+  the checkpoint by the run that stopped), so the file reads as one uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, *, start_step: int, num_steps: int, enabled: bool, progress_bar: bool):
+    self._workdir = workdir
+    self._enabled = enabled
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self.records = []
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      if start_step > 0 and os.path.exists(self._path):
+        with open(self._path) as f:
+          self.records = [r for r in map(json.loads, f) if r["step"] <= start_step]
+      with open(self._path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in self.records)
+    self._bar = tqdm.tqdm(total=num_steps, initial=start_step, disable=not (enabled and progress_bar), unit="step")
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    record = {"step": step, "split": split, **{k: _json_value(v) for k, v in metrics.items()}}
+    self.records.append(record)
+    if not self._enabled:
+      return
+    with open(self._path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    shown = {f"{split} {k}": f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "accuracy") and v is not None}
+    self._bar.set_postfix(shown, refresh=False)
+
+  def advance(self, step: int) -> None:
+    self._bar.update(step - self._bar.n)
+
+  def last(self, split: str) -> dict:
+    """The latest metrics of ``split`` ({} if none yet)."""
+    return next((r for r in reversed(self.records) if r["split"] == split), {})
+
+  def finish(self, summary: dict) -> None:
+    self._bar.close()
+    if not self._enabled:
+      return
+    with open(os.path.join(self._workdir, "summary.json"), "w") as f:
+      json.dump({k: _json_value(v) for k, v in summary.items()}, f, indent=2)
+    plot_curves(self.records, os.path.join(self._workdir, "curves.png"))
+
+
+def plot_curves(records: list[dict], path: str) -> None:
+  """Loss and accuracy of every split against steps, and per-worker vote agreement if logged."""
+  splits = sorted({r["split"] for r in records})
+  has_agreement = any("agreement" in r for r in records)
+  panels = ["loss", "accuracy"] + (["agreement"] if has_agreement else [])
+  figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
+  for axes, name in zip(figure.subplots(1, len(panels)), panels):
+    if name == "agreement":
+      rows = [r for r in records if "agreement" in r]
+      for worker in range(len(rows[0]["agreement"])):
+        axes.plot([r["step"] for r in rows], [r["agreement"][worker] for r in rows], label=f"worker {worker}")
+      axes.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+      axes.set_ylabel("agreement with the vote")
+    else:
+      for split in splits:
+        rows = [r for r in records if r["split"] == split and r.get(name) is not None]
+        axes.plot([r["step"] for r in rows], [r[name] for r in rows], label=split)
+      axes.set_ylabel(name)
+    axes.set_xlabel("step")
+    axes.legend(fontsize="small")
+  figure.savefig(path, dpi=100)

@@ -1,0 +1,269 @@
+"""Training and evaluation with M workers, one per device, in one ``jax.shard_map`` over a mesh.
+
+Parameters are replicated: every worker applies the same vote (or mean), so they stay equal and
+are typed invariant. Each worker differentiates its own batch with a per-worker (varying) copy of
+the parameters, so no gradient is summed behind the optimizer's back: the optimizer's exchange is
+the only collective in a training step. Per-worker optimizer state (Signum's momentum) leaves the
+map stacked along a leading worker dimension; everything else leaves replicated.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import signvote_jax as sv
+from train import checkpoints, config_checks, input_pipeline, models, optimizers, reporting
+from train.errors import ConfigError
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # i32[], replicated: optimizer steps taken.
+  params: Any  # Replicated model parameters.
+  opt_state: Any  # Per-worker leaves stacked over the workers, the rest replicated.
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What a run is made of, built and checked from its config before anything is trained."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  data: input_pipeline.ImageDataset
+  model: Any  # flax.linen.Module
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  global_batch_size: int
+  steps_per_epoch: int
+  num_steps: int
+
+  @classmethod
+  def create(cls, config) -> "Experiment":
+    config_checks.check_keys(config)
+    config_checks.check_values(config)
+    mesh = create_mesh(config)
+    data = input_pipeline.load_image_dataset(config)
+    global_batch_size = config.num_workers * config.per_worker_batch_size
+    steps_per_epoch = len(data.train) // global_batch_size
+    if steps_per_epoch < 1:
+      raise ConfigError(
+          f"the global batch of {global_batch_size} (num_workers={config.num_workers} x "
+          f"per_worker_batch_size={config.per_worker_batch_size}) is larger than the "
+          f"{len(data.train)} training examples; lower per_worker_batch_size."
+      )
+    num_steps = config.num_steps if config.num_steps > 0 else math.ceil(config.num_epochs * steps_per_epoch)
+    schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
+    return cls(
+        config=config,
+        mesh=mesh,
+        data=data,
+        model=models.create_model(config, data.num_classes),
+        tx=optimizers.create_optimizer(config, schedule, mesh.axis_names),
+        schedule=schedule,
+        global_batch_size=global_batch_size,
+        steps_per_epoch=steps_per_epoch,
+        num_steps=num_steps,
+    )
+
+
+def hierarchical(config) -> bool:
+  return config.optimizer == "signum" and config.strategy == "hierarchical"
+
+
+def create_mesh(config) -> jax.sharding.Mesh:
+  """``num_workers`` devices, the same number from each process, in process order.
+
+  The axis is ``"workers"``; a hierarchical vote splits it into ``("hosts", "devices")``, with
+  ``workers_per_host`` devices (default: one process's) summing their momentum before voting.
+  """
+  config_checks.check_devices(config, jax.process_count(), jax.local_device_count())
+  per_process = config.num_workers // jax.process_count()
+  devices = [d for p in range(jax.process_count()) for d in [d for d in jax.devices() if d.process_index == p][:per_process]]
+  if hierarchical(config):
+    per_host = config.workers_per_host or per_process
+    shape, names = (config.num_workers // per_host, per_host), ("hosts", "devices")
+  else:
+    shape, names = (config.num_workers,), ("workers",)
+  axis_types = (jax.sharding.AxisType.Explicit,) * len(names)
+  return jax.sharding.Mesh(np.asarray(devices).reshape(shape), names, axis_types=axis_types)
+
+
+def to_host(tree):
+  """A tree of global arrays as numpy, from every process (all of them must call it)."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def cross_entropy(logits, labels):
+  """Per-example softmax cross-entropy and whether the top class is right."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return losses, correct
+
+
+def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
+  """The initial state on the mesh and the specs that carry it through ``shard_map``."""
+  model, tx, mesh = exp.model, exp.tx, exp.mesh
+  replicated = NamedSharding(mesh, P())
+
+  def init_params():
+    dummy = jnp.zeros((1, *exp.data.image_shape), jnp.float32)
+    return model.init(jax.random.key(exp.config.seed), dummy)["params"]
+
+  params = jax.jit(init_params, out_shardings=replicated)()
+  opt_specs = sv.stacked_specs(tx.init, mesh, P(), params)
+  init_opt = jax.shard_map(lambda p: sv.stack_varying(tx.init(p), opt_specs), mesh=mesh, in_specs=P(), out_specs=opt_specs)
+  state = TrainState(step=jax.device_put(jnp.zeros([], jnp.int32), replicated), params=params, opt_state=jax.jit(init_opt)(params))
+  return state, TrainState(step=P(), params=P(), opt_state=opt_specs)
+
+
+def make_train_step(model, tx, mesh, specs: TrainState):
+  """A jitted step: each worker's loss and gradients on its batch, then the optimizer's exchange.
+
+  Returns ``(state, metrics)``. Loss and accuracy are per worker (``[M]``, averaged on the host, so
+  that the step holds no collective beyond the optimizer's); ``agreement`` is the vote's statistic
+  of this step (``f32[M]``, equal on every worker), if the optimizer votes.
+  """
+  axes = mesh.axis_names
+
+  def step(state, batch):
+    def loss_fn(params):
+      losses, correct = cross_entropy(model.apply({"params": params}, batch["image"]), batch["label"])
+      return losses.mean(), correct.mean()
+
+    # Differentiating a varying copy keeps the gradients per worker: through replicated (invariant)
+    # parameters, autodiff would psum them over the workers.
+    own_params = jax.lax.pcast(state.params, axes, to="varying")
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(own_params)
+    opt_state = sv.unstack_varying(state.opt_state, specs.opt_state)
+    updates, opt_state = tx.update(grads, opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    state = state.replace(step=state.step + 1, params=params, opt_state=sv.stack_varying(opt_state, specs.opt_state))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
+    agreement = optax.tree.get(opt_state, "agreement")
+    return state, (per_worker, {} if agreement is None else {"agreement": agreement})
+
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
+  return jax.jit(mapped, donate_argnums=0)
+
+
+def make_eval_step(model, mesh):
+  """A jitted step: per worker, the summed loss and correct count of its masked eval rows."""
+  axes = mesh.axis_names
+
+  def step(params, batch):
+    losses, correct = cross_entropy(model.apply({"params": params}, batch["image"]), batch["label"])
+    mask = batch["mask"]
+    sums = jnp.stack([jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)])
+    return sums[None]
+
+  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(axes)), out_specs=P(axes)))
+
+
+def global_batch(local: dict, mesh) -> dict:
+  """This process's rows of a global batch, split over its devices along the workers' axis."""
+  sharding = NamedSharding(mesh, P(mesh.axis_names))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def evaluate(exp: Experiment, eval_step, params) -> dict:
+  """Mean loss and accuracy over the whole evaluation split."""
+  totals = np.zeros(3)
+  for local in input_pipeline.eval_batches(
+      exp.data, global_batch_size=exp.config.eval_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_threads=exp.config.num_data_threads):
+    totals += to_host(eval_step(params, global_batch(local, exp.mesh))).sum(0)
+  loss, correct, count = totals
+  return {"loss": loss / count, "accuracy": correct / count}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming its latest checkpoint) and returns the summary."""
+  start_time = time.time()
+  exp = Experiment.create(config)
+  state, specs = create_train_state(exp)
+  with checkpoints.Checkpointer(workdir, config) as checkpointer:
+    state = checkpointer.restore_or(state)
+    start_step = int(to_host(state.step))
+    report = reporting.Reporter(
+        workdir, start_step=start_step, num_steps=exp.num_steps,
+        enabled=jax.process_index() == 0, progress_bar=config.progress_bar)
+    train_loop(exp, state, specs, checkpointer, report)
+
+  summary = {
+      "test_accuracy": report.last(config.eval_split).get("accuracy"),
+      "test_loss": report.last(config.eval_split).get("loss"),
+      "steps": exp.num_steps,
+      "resumed_from_step": start_step,
+      "wall_seconds": time.time() - start_time,
+      "num_processes": jax.process_count(),
+      "process_index": jax.process_index(),
+      "devices": [str(d) for d in exp.mesh.devices.flat],
+      "suspected_workers": report.last("train").get("suspected_workers"),
+      "config": config_checks.config_to_json(config),
+  }
+  report.finish(summary)
+  return summary
+
+
+def train_loop(exp: Experiment, state: TrainState, specs: TrainState, checkpointer, report) -> TrainState:
+  """From ``state.step`` to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
+  config, mesh = exp.config, exp.mesh
+  train_step, eval_step = make_train_step(exp.model, exp.tx, mesh, specs), make_eval_step(exp.model, mesh)
+  allow_nonfinite = bool(optimizers.faulty_workers(config))
+  start_step = int(to_host(state.step))
+  batches = input_pipeline.train_batches(
+      exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
+  pending = []  # Per-step metrics still on the device: fetched once per log period.
+  for done in range(start_step + 1, exp.num_steps + 1):
+    state, metrics = train_step(state, global_batch(next(batches), mesh))
+    pending.append(metrics)
+    last = done == exp.num_steps
+    if done % config.log_every == 0 or last:
+      report.write(done, "train", summarize_train(pending, done, exp.schedule, allow_nonfinite))
+      pending = []
+    if done % config.eval_every == 0 or last:
+      report.write(done, config.eval_split, evaluate(exp, eval_step, state.params))
+    if done % config.checkpoint_every == 0 or last:
+      checkpointer.save(done, state)
+    report.advance(done)
+  return state
+
+
+def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
+  """Train metrics averaged over the steps in ``pending`` (the last of them is step ``done``).
+
+  Vote agreement is averaged too: one step's agreement is noisy once the gradients are small, and
+  the mean over the log period names faulty workers without naming honest ones by chance.
+  """
+  fetched = to_host(pending)
+  first = done - len(fetched) + 1
+  if not allow_nonfinite:
+    for offset, (per_worker, _) in enumerate(fetched):
+      finite_loss = np.all(np.isfinite(per_worker["loss"]))
+      if not (finite_loss and np.all(per_worker["params_finite"])):
+        raise FloatingPointError(
+            f"non-finite {'parameters' if finite_loss else 'loss'} at step {first + offset}; lower the "
+            "learning_rate (a fault experiment, faults.kind, allows them)."
+        )
+  out = {
+      "loss": float(np.mean([m["loss"] for m, _ in fetched])),
+      "accuracy": float(np.mean([m["accuracy"] for m, _ in fetched])),
+      "learning_rate": float(schedule(done - 1)),
+  }
+  if "agreement" in fetched[0][1]:
+    agreement = np.mean([shared["agreement"] for _, shared in fetched], axis=0)
+    out["agreement"] = agreement.tolist()
+    out["suspected_workers"] = sv.suspected_workers(agreement)
+  return out
