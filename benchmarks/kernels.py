@@ -55,18 +55,18 @@ def signum_step(size, impl):
   """One Signum-with-majority-vote update on one worker: EMA, pack, vote, decode, decay, scale."""
   mesh = jax.make_mesh((1,), ("workers",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
   opt = sv.signum(1e-4, 0.9, 1e-4, axis_name="workers", impl=impl)
-  shared, own = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("workers")
-  stack, unstack = (lambda t: jax.tree.map(lambda x: x[None], t)), (lambda t: jax.tree.map(lambda x: x[0], t))
+  shared = jax.sharding.PartitionSpec()
+  params = jnp.zeros((size,), jnp.float32)
+  specs = sv.stacked_specs(opt.init, mesh, shared, params)
 
   def step(params, state, grads):
-    updates, state = opt.update(grads, unstack(state), params)
-    return optax.apply_updates(params, updates), stack(state)
+    updates, state = opt.update(grads, sv.unstack_varying(state, specs), params)
+    return optax.apply_updates(params, updates), sv.stack_varying(state, specs)
 
-  params = jnp.zeros((size,), jnp.float32)
-  state = jax.jit(jax.shard_map(lambda p: stack(opt.init(p)), mesh=mesh, in_specs=shared, out_specs=own))(params)
-  fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, own, shared), out_specs=(shared, own)),
+  init = jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=shared, out_specs=specs)
+  fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, specs, shared), out_specs=(shared, specs)),
                donate_argnums=(0, 1))
-  return fn, state
+  return fn, jax.jit(init)(params)
 
 
 def sgd_step():

@@ -87,24 +87,21 @@ def test_dtypes_preserved_and_no_retracing():
   spec = jax.sharding.PartitionSpec(AXIS)
   params = {"w": jnp.ones((5, 7), jnp.bfloat16), "b": jnp.ones((3,), jnp.float32)}
 
-  def init(params):
-    return jax.tree.map(lambda x: x[None], opt.init(params))
-
+  shared = jax.sharding.PartitionSpec()
+  params = jax.device_put(params, jax.sharding.NamedSharding(mesh, shared))
+  specs = sv.stacked_specs(opt.init, mesh, shared, params)
   traces = []
 
   def step(params, state, grads):
     traces.append(1)
-    state = jax.tree.map(lambda x: x[0], state)
     grads = jax.tree.map(lambda g: g[0], grads)
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), jax.tree.map(lambda x: x[None], state)
+    updates, state = opt.update(grads, sv.unstack_varying(state, specs), params)
+    return optax.apply_updates(params, updates), sv.stack_varying(state, specs)
 
   sharded = jax.sharding.NamedSharding(mesh, spec)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  params = jax.device_put(params, replicated)
-  state = jax.jit(jax.shard_map(init, mesh=mesh, in_specs=jax.sharding.PartitionSpec(), out_specs=spec))(params)
-  run = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), spec, spec),
-                              out_specs=(jax.sharding.PartitionSpec(), spec)))
+  init = jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=shared, out_specs=specs)
+  state = jax.jit(init)(params)
+  run = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, specs, spec), out_specs=(shared, specs)))
   rng = np.random.default_rng(0)
   for _ in range(3):
     grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=(M, *p.shape)), p.dtype), params)

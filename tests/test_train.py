@@ -153,10 +153,25 @@ def test_longer_run_continues_from_the_checkpoint(digits_config, tmp_path):
 def test_train_step_sends_only_what_the_optimizer_exchanges(digits_config, optimizer, expected):
   """Gradients stay per worker until the optimizer: a signum step moves sign words and nothing else."""
   digits_config.optimizer = optimizer
-  exp = train.Experiment.create(digits_config)
-  state, specs = train.create_train_state(exp)
-  local = next(input_pipeline.train_batches(exp.data, global_batch_size=exp.global_batch_size, seed=0,
-                                            process_index=0, process_count=1))
-  step = train.make_train_step(exp.model, exp.tx, exp.mesh, specs)
-  found = collectives_of(step.lower(state, train.global_batch(local, exp.mesh)).compile())
+  exp, state, step, batches = _compiled_step(digits_config)
+  found = collectives_of(step.lower(state, next(batches)).compile())
   assert set(found) == expected, found
+
+
+def test_train_step_compiles_once_and_keeps_types(digits_config):
+  exp, state, step, batches = _compiled_step(digits_config)
+  dtypes = jax.tree.map(lambda x: x.dtype, state)
+  for _ in range(3):
+    state, _ = step(state, next(batches))
+  assert step._cache_size() == 1
+  assert jax.tree.map(lambda x: x.dtype, state) == dtypes
+  assert int(np.asarray(state.step)) == 3
+
+
+def _compiled_step(config):
+  exp = train.Experiment.create(config)
+  state, specs = train.create_train_state(exp)
+  local = input_pipeline.train_batches(exp.data, global_batch_size=exp.global_batch_size, seed=0,
+                                       process_index=0, process_count=1)
+  batches = (train.global_batch(b, exp.mesh) for b in local)
+  return exp, state, train.make_train_step(exp.model, exp.tx, exp.mesh, specs), batches

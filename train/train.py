@@ -111,19 +111,25 @@ def cross_entropy(logits, labels):
 
 
 def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
-  """The initial state on the mesh and the specs that carry it through ``shard_map``."""
+  """The initial state on the mesh and the specs that carry it through ``shard_map``.
+
+  It is built by a ``shard_map`` like the one of the train step, so that the first step's input
+  has exactly the shardings of every later one and the step compiles once.
+  """
   model, tx, mesh = exp.model, exp.tx, exp.mesh
-  replicated = NamedSharding(mesh, P())
 
   def init_params():
     dummy = jnp.zeros((1, *exp.data.image_shape), jnp.float32)
     return model.init(jax.random.key(exp.config.seed), dummy)["params"]
 
-  params = jax.jit(init_params, out_shardings=replicated)()
-  opt_specs = sv.stacked_specs(tx.init, mesh, P(), params)
-  init_opt = jax.shard_map(lambda p: sv.stack_varying(tx.init(p), opt_specs), mesh=mesh, in_specs=P(), out_specs=opt_specs)
-  state = TrainState(step=jax.device_put(jnp.zeros([], jnp.int32), replicated), params=params, opt_state=jax.jit(init_opt)(params))
-  return state, TrainState(step=P(), params=P(), opt_state=opt_specs)
+  opt_specs = sv.stacked_specs(tx.init, mesh, P(), jax.eval_shape(init_params))
+  specs = TrainState(step=P(), params=P(), opt_state=opt_specs)
+
+  def init():
+    params = init_params()
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=sv.stack_varying(tx.init(params), opt_specs))
+
+  return jax.jit(jax.shard_map(init, mesh=mesh, in_specs=(), out_specs=specs))(), specs
 
 
 def make_train_step(model, tx, mesh, specs: TrainState):
