@@ -1,5 +1,6 @@
 """Bad configs, devices and command lines get one clear error each, before anything trains."""
 
+import re
 import subprocess
 import sys
 
@@ -76,3 +77,14 @@ def test_command_line_errors_are_one_line(tmp_path, args, message):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == message
   assert "Traceback" not in result.stderr
+
+
+def test_diverging_run_ends_with_one_line_naming_the_step(tmp_path, data_dir):
+  result = subprocess.run(
+      [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path}",
+       f"--config.data_dir={data_dir}", "--config.optimizer=sgd", "--config.learning_rate=1e30",
+       "--config.num_workers=2", "--config.num_steps=20", "--config.progress_bar=False"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+  )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert re.fullmatch(r"error: non-finite (loss|parameters) at step \d+; .*", result.stderr.strip().splitlines()[-1])

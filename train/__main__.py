@@ -53,7 +53,7 @@ def main(argv):
     from train.train import train_and_evaluate  # Imports JAX's users only after the devices are set.
 
     summary = train_and_evaluate(config, FLAGS.workdir)
-  except ConfigError as e:
+  except (ConfigError, FloatingPointError) as e:  # Bad input, or a run that diverged.
     sys.exit(f"error: {e}")
   if summary["test_accuracy"] is not None and summary["process_index"] == 0:
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['steps']} steps; see {FLAGS.workdir}")

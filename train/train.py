@@ -28,6 +28,8 @@ from train.errors import ConfigError
 
 @flax.struct.dataclass
 class TrainState:
+  """Everything a step reads and writes; what a checkpoint holds."""
+
   step: jax.Array  # i32[], replicated: optimizer steps taken.
   params: Any  # Replicated model parameters.
   opt_state: Any  # Per-worker leaves stacked over the workers, the rest replicated.
@@ -88,7 +90,11 @@ def create_mesh(config) -> jax.sharding.Mesh:
   """
   config_checks.check_devices(config, jax.process_count(), jax.local_device_count())
   per_process = config.num_workers // jax.process_count()
-  devices = [d for p in range(jax.process_count()) for d in [d for d in jax.devices() if d.process_index == p][:per_process]]
+
+  def first_devices_of(process):
+    return [d for d in jax.devices() if d.process_index == process][:per_process]
+
+  devices = [d for process in range(jax.process_count()) for d in first_devices_of(process)]
   if hierarchical(config):
     per_host = config.workers_per_host or per_process
     shape, names = (config.num_workers // per_host, per_host), ("hosts", "devices")
