@@ -21,6 +21,7 @@ from tests.test_train import ROOT
         ({"impl": "cuda"}, r"unknown impl 'cuda'"),
         ({"dataset": "no_such_dataset"}, r"unknown dataset 'no_such_dataset'"),
         ({"model": "resnet9000"}, r"unknown model 'resnet9000'"),
+        ({"eval_split": "validation"}, r"Unknown split 'validation'. Should be one of \['test', 'train'\]"),
         ({"num_workers": 16}, r"num_workers=16 needs 16 devices per process, but this process has 8"),
         ({"per_worker_batch_size": 0}, r"per_worker_batch_size=0 must be a positive integer"),
         ({"per_worker_batch_size": 400}, r"global batch of 3200 .* is larger than the 1437 training examples"),

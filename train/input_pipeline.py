@@ -52,13 +52,21 @@ def _source(name: str, split: str, data_dir):
     raise ConfigError(
         f"unknown dataset {name!r}: not a tfds name; the project's own are {sorted(OWN_BUILDERS)}."
     ) from None
-  except (AssertionError, FileNotFoundError, NotImplementedError, ValueError) as e:
-    raise ConfigError(
-        f"dataset {name!r} split {split!r} is not prepared in data_dir "
-        f"{data_dir or tfds.core.constants.DATA_DIR!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-        f"prepare it once with `tfds build {name} --file_format=array_record --data_dir=...` "
-        "(data sources need array_record files) and set --config.data_dir."
-    ) from None
+  except ValueError as e:
+    if str(e).startswith("Unknown split"):
+      raise ConfigError(f"dataset {name!r}: {e} Set --config.train_split / --config.eval_split.") from None
+    raise _not_prepared(name, split, data_dir, e) from None
+  except (AssertionError, FileNotFoundError, NotImplementedError) as e:
+    raise _not_prepared(name, split, data_dir, e) from None
+
+
+def _not_prepared(name, split, data_dir, error) -> ConfigError:
+  return ConfigError(
+      f"dataset {name!r} split {split!r} is not prepared in data_dir "
+      f"{data_dir or tfds.core.constants.DATA_DIR!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
+      f"prepare it once with `tfds build {name} --file_format=array_record --data_dir=...` "
+      "(data sources need array_record files) and set --config.data_dir."
+  )
 
 
 def load_image_dataset(config) -> ImageDataset:
