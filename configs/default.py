@@ -17,10 +17,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_split = "train"
   config.eval_split = "test"
   config.num_data_threads = 4  # grain threads reading and preprocessing examples per process.
+  config.image_size = 224  # Crop size for datasets whose images vary in size (ImageNet).
 
-  # Model (train/models.py).
+  # Model (train/models.py): digits_cnn, resnet18_cifar, resnet18, resnet50 or alexnet.
   config.model = "digits_cnn"
-  config.model_features = (16, 32)  # Channels of the convolutions.
+  config.width = 16  # Channels of the first layer (ResNets and AlexNet: 64 as published).
+  config.dropout_rate = 0.0  # AlexNet's dropout before its dense layers (0.5 as published).
+  config.compute_dtype = "float32"  # Or "bfloat16": activations and matmuls; parameters stay float32.
 
   # Workers: one per device (CPU: simulated devices, set by `python -m train`; GPU: real ones),
   # spread evenly over the processes of a multi-host job.

@@ -174,4 +174,4 @@ def _compiled_step(config):
   local = input_pipeline.train_batches(exp.data, global_batch_size=exp.global_batch_size, seed=0,
                                        process_index=0, process_count=1)
   batches = (train.global_batch(b, exp.mesh) for b in local)
-  return exp, state, train.make_train_step(exp.model, exp.tx, exp.mesh, specs), batches
+  return exp, state, train.make_train_step(exp, specs), batches

@@ -8,14 +8,16 @@ makes resuming exact without saving any iterator state.
 """
 
 import dataclasses
+import functools
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from train import augment
 from train.datasets import sklearn_digits
 from train.errors import ConfigError
 
@@ -25,20 +27,45 @@ OWN_BUILDERS = {"sklearn_digits": sklearn_digits.SklearnDigits}
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-  """An image-classification dataset: its two splits as tfds data sources, and its shape."""
+  """An image-classification dataset: its splits as tfds data sources, and how examples are fed."""
 
   name: str
-  train: Sequence  # Random-access records {"image": uint8[H, W, C], "label": int}.
+  train: Sequence  # Random-access records {"image": uint8[H, W, C], "label": int, ...}.
   eval: Sequence
   num_classes: int
-  image_shape: tuple[int, ...]
-  max_pixel: float  # Images are fed to the model as float32 pixel / max_pixel.
+  image_shape: tuple[int, ...]  # What the model sees, after the transforms.
+  train_image: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # uint8 -> float32.
+  eval_image: Callable[[np.ndarray], np.ndarray]
 
-  def preprocess(self, example: dict) -> dict:
-    return {
-        "image": np.asarray(example["image"], np.float32) / self.max_pixel,
-        "label": np.asarray(example["label"], np.int32),
-    }
+  def train_example(self, example: dict, rng: np.random.Generator) -> dict:
+    return {"image": self.train_image(example["image"], rng), "label": np.int32(example["label"])}
+
+  def eval_example(self, example: dict) -> dict:
+    return {"image": self.eval_image(example["image"]), "label": np.int32(example["label"])}
+
+
+def image_transforms(name: str, stored_shape, config):
+  """(train, eval) image transforms and the model's input shape, by dataset.
+
+  * ``sklearn_digits``: pixels 0-16 scaled to [0, 1].
+  * ``cifar10`` / ``cifar100``: pad 4, random 32x32 crop and flip; per-channel standardisation.
+  * images of varying size (``imagenet2012``, ...): random-resized crop to ``config.image_size``
+    and flip; evaluation resizes the centre 87.5 % crop; ImageNet standardisation.
+  * any other fixed-size images: pixels scaled to [0, 1].
+  """
+  if name == "sklearn_digits":
+    scale = lambda image: (image / 16.0).astype(np.float32)
+    return (lambda image, rng: scale(image)), scale, tuple(stored_shape)
+  if name in ("cifar10", "cifar100"):
+    norm = functools.partial(augment.normalize, mean=augment.CIFAR_MEAN, std=augment.CIFAR_STD)
+    return (lambda image, rng: norm(augment.flip(augment.pad_crop(image, rng), rng))), norm, tuple(stored_shape)
+  if None in stored_shape[:2]:
+    size = config.image_size
+    norm = functools.partial(augment.normalize, mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD)
+    train = lambda image, rng: norm(augment.flip(augment.random_resized_crop(image, rng, size), rng))
+    return train, (lambda image: norm(augment.center_crop(image, size))), (size, size, stored_shape[2])
+  scale = lambda image: (image / 255.0).astype(np.float32)
+  return (lambda image, rng: scale(image)), scale, tuple(stored_shape)
 
 
 def _data_dir(config) -> str:
@@ -80,15 +107,15 @@ def load_image_dataset(config) -> ImageDataset:
   features = train.dataset_info.features
   if "image" not in features or "label" not in features:
     raise ConfigError(f"dataset {config.dataset!r} has no 'image' and 'label' features to classify.")
-  image = features["image"]
-  max_pixel = 16.0 if config.dataset == "sklearn_digits" else float(np.iinfo(image.np_dtype).max)
+  train_image, eval_image, image_shape = image_transforms(config.dataset, features["image"].shape, config)
   return ImageDataset(
       name=config.dataset,
       train=train,
       eval=eval_,
       num_classes=features["label"].num_classes,
-      image_shape=tuple(image.shape),
-      max_pixel=max_pixel,
+      image_shape=image_shape,
+      train_image=train_image,
+      eval_image=eval_image,
   )
 
 
@@ -103,14 +130,15 @@ def train_batches(
   """This process's rows of global training batches ``start_step, start_step + 1, ...`` (endless).
 
   Each epoch is a fresh permutation of the training split seeded by ``seed`` (and the epoch); the
-  stream runs on across epoch boundaries, so every batch is full.
+  stream runs on across epoch boundaries, so every batch is full. Random augmentations are seeded
+  by ``seed`` and the example's position in the stream.
   """
   local_batch_size = global_batch_size // process_count
   batches = (
       grain.MapDataset.source(data.train)
       .shuffle(seed=seed)
       .repeat()
-      .map(data.preprocess)
+      .random_map(data.train_example, seed=seed)
       .batch(local_batch_size, drop_remainder=True)
   )
   return _read(batches[process_index::process_count][start_step:], num_threads)
@@ -126,7 +154,7 @@ def eval_batches(data: ImageDataset, *, global_batch_size, process_index, proces
   padded = math.ceil(size / global_batch_size) * global_batch_size
 
   def example(index):
-    out = data.preprocess(data.eval[min(index, size - 1)])
+    out = data.eval_example(data.eval[min(index, size - 1)])
     out["mask"] = np.float32(index < size)
     return out
 

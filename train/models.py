@@ -1,6 +1,12 @@
-"""Flax models, chosen by ``config.model``."""
+"""Flax models, chosen by ``config.model``; ``config.width`` scales their channels.
 
-from collections.abc import Sequence
+Every model takes ``(images, train)``: batch statistics (ResNets) are computed on the worker's own
+batch while training and read from the running averages otherwise; dropout (AlexNet) draws from
+the ``"dropout"`` rng while training. ``dtype`` is the compute dtype; parameters stay float32.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -9,23 +15,121 @@ from train.errors import ConfigError
 
 
 class DigitsCNN(nn.Module):
-  """A small CNN for 8x8 digits: 3x3 convolutions (the later ones with stride 2), then a linear head."""
+  """A small CNN for 8x8 digits: two 3x3 convolutions (the second with stride 2), a linear head."""
 
   num_classes: int
-  features: Sequence[int] = (16, 32)
+  width: int = 16
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
-    x = images
-    for i, features in enumerate(self.features):
-      x = nn.relu(nn.Conv(features, (3, 3), strides=1 if i == 0 else 2)(x))
-    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+  def __call__(self, images, train: bool = False):
+    del train
+    x = nn.relu(nn.Conv(self.width, (3, 3), dtype=self.dtype)(images))
+    x = nn.relu(nn.Conv(2 * self.width, (3, 3), strides=2, dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1)).astype(jnp.float32)
 
 
-MODELS = {"digits_cnn": lambda config, num_classes: DigitsCNN(num_classes, tuple(config.model_features))}
+class ResidualBlock(nn.Module):
+  """Two 3x3 convolutions with a shortcut (ResNet-18/34)."""
+
+  filters: int
+  strides: int
+  conv: Callable
+  norm: Callable
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), self.strides)(x)))
+    y = self.norm(scale_init=nn.initializers.zeros)(self.conv(self.filters, (3, 3))(y))
+    if x.shape != y.shape:
+      x = self.norm()(self.conv(self.filters, (1, 1), self.strides)(x))
+    return nn.relu(x + y)
+
+
+class BottleneckBlock(nn.Module):
+  """1x1, 3x3, 1x1 convolutions with a shortcut, four times wider out (ResNet-50 and up)."""
+
+  filters: int
+  strides: int
+  conv: Callable
+  norm: Callable
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
+    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), self.strides)(y)))
+    y = self.norm(scale_init=nn.initializers.zeros)(self.conv(4 * self.filters, (1, 1))(y))
+    if x.shape != y.shape:
+      x = self.norm()(self.conv(4 * self.filters, (1, 1), self.strides)(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """ResNet (He et al., 2016); ``cifar_stem`` is the 32x32 variant: a 3x3 stem and no max-pool."""
+
+  stage_sizes: Sequence[int]
+  block: type
+  num_classes: int
+  width: int = 64
+  cifar_stem: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding="SAME")
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    if self.cifar_stem:
+      x = nn.relu(norm()(conv(self.width, (3, 3))(images)))
+    else:
+      x = nn.relu(norm()(conv(self.width, (7, 7), 2)(images)))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = self.block(self.width * 2**stage, strides, conv=conv, norm=norm)(x)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class AlexNet(nn.Module):
+  """AlexNet (Krizhevsky et al., 2012) in its one-tower form, with channels scaled by ``width / 64``."""
+
+  num_classes: int
+  width: int = 64
+  dropout_rate: float = 0.5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    scale = self.width / 64
+    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))
+    # The published padding: 224 px in, 6x6x256 before the dense layers (as in torchvision).
+    x = pool(nn.relu(conv(round(64 * scale), (11, 11), 4, padding=2)(images)))
+    x = pool(nn.relu(conv(round(192 * scale), (5, 5), padding=2)(x)))
+    x = nn.relu(conv(round(384 * scale), (3, 3), padding=1)(x))
+    x = nn.relu(conv(round(256 * scale), (3, 3), padding=1)(x))
+    x = pool(nn.relu(conv(round(256 * scale), (3, 3), padding=1)(x)))
+    x = x.reshape(x.shape[0], -1)
+    for _ in range(2):
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = nn.relu(nn.Dense(round(4096 * scale), dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+MODELS = {
+    "digits_cnn": lambda c, n, dtype: DigitsCNN(n, c.width, dtype),
+    "resnet18_cifar": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, cifar_stem=True, dtype=dtype),
+    "resnet18": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, dtype=dtype),
+    "resnet50": lambda c, n, dtype: ResNet((3, 4, 6, 3), BottleneckBlock, n, c.width, dtype=dtype),
+    "alexnet": lambda c, n, dtype: AlexNet(n, c.width, c.dropout_rate, dtype),
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def create_model(config, num_classes: int) -> nn.Module:
   if config.model not in MODELS:
     raise ConfigError(f"unknown model {config.model!r}; valid models are {sorted(MODELS)}.")
-  return MODELS[config.model](config, num_classes)
+  if config.compute_dtype not in DTYPES:
+    raise ConfigError(f"unknown compute_dtype {config.compute_dtype!r}; valid values are {sorted(DTYPES)}.")
+  return MODELS[config.model](config, num_classes, DTYPES[config.compute_dtype])

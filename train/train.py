@@ -32,6 +32,7 @@ class TrainState:
 
   step: jax.Array  # i32[], replicated: optimizer steps taken.
   params: Any  # Replicated model parameters.
+  model_state: Any  # Per-worker model variables (batch statistics), stacked over the workers.
   opt_state: Any  # Per-worker leaves stacked over the workers, the rest replicated.
 
 
@@ -122,64 +123,85 @@ def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
   It is built by a ``shard_map`` like the one of the train step, so that the first step's input
   has exactly the shardings of every later one and the step compiles once.
   """
-  model, tx, mesh = exp.model, exp.tx, exp.mesh
-
-  def init_params():
-    dummy = jnp.zeros((1, *exp.data.image_shape), jnp.float32)
-    return model.init(jax.random.key(exp.config.seed), dummy)["params"]
-
-  opt_specs = sv.stacked_specs(tx.init, mesh, P(), jax.eval_shape(init_params))
-  specs = TrainState(step=P(), params=P(), opt_state=opt_specs)
+  axes = exp.mesh.axis_names
 
   def init():
-    params = init_params()
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=sv.stack_varying(tx.init(params), opt_specs))
+    dummy = jnp.zeros((1, *exp.data.image_shape), jnp.float32)
+    variables = dict(exp.model.init(jax.random.key(exp.config.seed), dummy))
+    params = variables.pop("params")
+    # Batch statistics are each worker's own (from its own batches): typed varying, stacked.
+    model_state = jax.tree.map(lambda x: jax.lax.pcast(x, axes, to="varying"), variables)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, model_state=model_state, opt_state=exp.tx.init(params))
 
-  return jax.jit(jax.shard_map(init, mesh=mesh, in_specs=(), out_specs=specs))(), specs
+  specs = sv.stacked_specs(init, exp.mesh, ())
+  state = jax.jit(jax.shard_map(lambda: sv.stack_varying(init(), specs), mesh=exp.mesh, in_specs=(), out_specs=specs))()
+  return state, specs
 
 
-def make_train_step(model, tx, mesh, specs: TrainState):
+def make_train_step(exp: Experiment, specs: TrainState):
   """A jitted step: each worker's loss and gradients on its batch, then the optimizer's exchange.
 
   Returns ``(state, metrics)``. Loss and accuracy are per worker (``[M]``, averaged on the host, so
   that the step holds no collective beyond the optimizer's); ``agreement`` is the vote's statistic
   of this step (``f32[M]``, equal on every worker), if the optimizer votes.
   """
-  axes = mesh.axis_names
+  model, tx, axes = exp.model, exp.tx, exp.mesh.axis_names
+  dropout_key = jax.random.key(exp.config.seed + 1)
 
   def step(state, batch):
+    state = sv.unstack_varying(state, specs)
+    # Each worker and step draws its own dropout mask, the same again when a run resumes.
+    worker = jax.lax.axis_index(axes)
+    rngs = {"dropout": jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), worker)}
+
     def loss_fn(params):
-      losses, correct = cross_entropy(model.apply({"params": params}, batch["image"]), batch["label"])
-      return losses.mean(), correct.mean()
+      logits, model_state = model.apply(
+          {"params": params, **state.model_state}, batch["image"], train=True, rngs=rngs,
+          mutable=list(state.model_state))
+      losses, correct = cross_entropy(logits, batch["label"])
+      return losses.mean(), (correct.mean(), model_state)
 
     # Differentiating a varying copy keeps the gradients per worker: through replicated (invariant)
     # parameters, autodiff would psum them over the workers.
     own_params = jax.lax.pcast(state.params, axes, to="varying")
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(own_params)
-    opt_state = sv.unstack_varying(state.opt_state, specs.opt_state)
-    updates, opt_state = tx.update(grads, opt_state, state.params)
+    (loss, (accuracy, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(own_params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    state = state.replace(step=state.step + 1, params=params, opt_state=sv.stack_varying(opt_state, specs.opt_state))
+    new_state = TrainState(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state)
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
     per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
     agreement = optax.tree.get(opt_state, "agreement")
-    return state, (per_worker, {} if agreement is None else {"agreement": agreement})
+    return sv.stack_varying(new_state, specs), (per_worker, {} if agreement is None else {"agreement": agreement})
 
-  mapped = jax.shard_map(step, mesh=mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
+  mapped = jax.shard_map(step, mesh=exp.mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
   return jax.jit(mapped, donate_argnums=0)
 
 
-def make_eval_step(model, mesh):
-  """A jitted step: per worker, the summed loss and correct count of its masked eval rows."""
-  axes = mesh.axis_names
+def make_eval_step(exp: Experiment, specs: TrainState):
+  """A jitted step: per worker, the summed loss, top-1 and top-5 hits and count of its masked rows.
 
-  def step(params, batch):
-    losses, correct = cross_entropy(model.apply({"params": params}, batch["image"]), batch["label"])
+  The model runs with the workers' mean batch statistics (an all-reduce of a few floats per
+  channel, at evaluation only).
+  """
+  model, axes = exp.model, exp.mesh.axis_names
+
+  def step(params, model_state, batch):
+    model_state = jax.lax.pmean(sv.unstack_varying(model_state, specs.model_state), axes)
+    logits = model.apply({"params": params, **model_state}, batch["image"], train=False)
+    losses, correct = cross_entropy(logits, batch["label"])
+    top5 = top_k_correct(logits, batch["label"], 5)
     mask = batch["mask"]
-    sums = jnp.stack([jnp.sum(losses * mask), jnp.sum(correct * mask), jnp.sum(mask)])
+    sums = jnp.stack([jnp.sum(v * mask) for v in (losses, correct, top5, jnp.ones_like(mask))])
     return sums[None]
 
-  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(axes)), out_specs=P(axes)))
+  in_specs = (P(), specs.model_state, P(axes))
+  return jax.jit(jax.shard_map(step, mesh=exp.mesh, in_specs=in_specs, out_specs=P(axes)))
+
+
+def top_k_correct(logits, labels, k):
+  """1.0 where the label is among the ``k`` highest logits (all of them if there are fewer)."""
+  k = min(k, logits.shape[-1])
+  return jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.float32)
 
 
 def global_batch(local: dict, mesh) -> dict:
@@ -188,15 +210,15 @@ def global_batch(local: dict, mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
-def evaluate(exp: Experiment, eval_step, params) -> dict:
-  """Mean loss and accuracy over the whole evaluation split."""
-  totals = np.zeros(3)
+def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
+  """Mean loss, accuracy and top-5 accuracy over the whole evaluation split."""
+  totals = np.zeros(4)
   for local in input_pipeline.eval_batches(
       exp.data, global_batch_size=exp.config.eval_batch_size, process_index=jax.process_index(),
       process_count=jax.process_count(), num_threads=exp.config.num_data_threads):
-    totals += to_host(eval_step(params, global_batch(local, exp.mesh))).sum(0)
-  loss, correct, count = totals
-  return {"loss": loss / count, "accuracy": correct / count}
+    totals += to_host(eval_step(state.params, state.model_state, global_batch(local, exp.mesh))).sum(0)
+  loss, correct, top5, count = totals
+  return {"loss": loss / count, "accuracy": correct / count, "top5_accuracy": top5 / count}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -215,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {
       "test_accuracy": report.last(config.eval_split).get("accuracy"),
       "test_loss": report.last(config.eval_split).get("loss"),
+      "test_top5_accuracy": report.last(config.eval_split).get("top5_accuracy"),
       "steps": exp.num_steps,
       "resumed_from_step": start_step,
       "wall_seconds": time.time() - start_time,
@@ -231,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def train_loop(exp: Experiment, state: TrainState, specs: TrainState, checkpointer, report) -> TrainState:
   """From ``state.step`` to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
   config, mesh = exp.config, exp.mesh
-  train_step, eval_step = make_train_step(exp.model, exp.tx, mesh, specs), make_eval_step(exp.model, mesh)
+  train_step, eval_step = make_train_step(exp, specs), make_eval_step(exp, specs)
   allow_nonfinite = bool(optimizers.faulty_workers(config))
   start_step = int(to_host(state.step))
   batches = input_pipeline.train_batches(
@@ -246,7 +269,7 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, checkpoint
       report.write(done, "train", summarize_train(pending, done, exp.schedule, allow_nonfinite))
       pending = []
     if done % config.eval_every == 0 or last:
-      report.write(done, config.eval_split, evaluate(exp, eval_step, state.params))
+      report.write(done, config.eval_split, evaluate(exp, eval_step, state))
     if done % config.checkpoint_every == 0 or last:
       checkpointer.save(done, state)
     report.advance(done)
