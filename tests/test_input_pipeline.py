@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
 from configs import default
-from train import input_pipeline, optimizers
+from train import augment, input_pipeline, optimizers
 from train.errors import ConfigError
 
 
@@ -82,7 +83,7 @@ def test_eval_batches_cover_every_example_once(digits, process_count):
   assert sorted(map(bytes, rows)) == sorted(map(bytes, expected))
 
 
-def test_pixels_are_scaled_to_one(digits):
+def test_digits_pixels_are_scaled_to_one(digits):
   batch = next(input_pipeline.train_batches(digits, global_batch_size=256, seed=0, process_index=0, process_count=1))
   assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
   assert batch["image"].min() == 0.0 and batch["image"].max() == 1.0
@@ -112,3 +113,52 @@ def test_schedule_is_warmup_then_step_decay(warmup, decay_every, factor):
     if decay_every:
       expected *= factor ** (t // round(decay_every * steps_per_epoch))
     np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-6)
+
+
+@pytest.fixture
+def mock_config(tmp_path):
+  config = default.get_config()
+  config.data_dir, config.image_size = str(tmp_path), 32
+  return config
+
+
+def _batches(data, process_index=0, process_count=1, start_step=0, seed=0):
+  return input_pipeline.train_batches(data, global_batch_size=8, seed=seed, process_index=process_index,
+                                      process_count=process_count, start_step=start_step)
+
+
+@pytest.mark.parametrize("name, eval_split", [("cifar10", "test"), ("imagenet2012", "validation")])
+def test_augmented_pipelines_on_mock_data_are_deterministic_and_sharded(mock_config, name, eval_split):
+  mock_config.dataset, mock_config.eval_split = name, eval_split
+  with tfds.testing.mock_data(num_examples=24):
+    data = input_pipeline.load_image_dataset(mock_config)
+    assert data.image_shape == (32, 32, 3) and data.num_classes == {"cifar10": 10, "imagenet2012": 1000}[name]
+    first = [next(b) for b in [_batches(data)] for _ in range(4)]
+    assert first[0]["image"].shape == (8, 32, 32, 3) and first[0]["image"].dtype == np.float32
+    # Same seed, same crops and flips; reading from step 3, or as 2 processes, gives the same rows.
+    np.testing.assert_array_equal(next(_batches(data, start_step=3))["image"], first[3]["image"])
+    halves = [next(_batches(data, process_index=p, process_count=2, start_step=2))["image"] for p in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), first[2]["image"])
+    assert not np.array_equal(next(_batches(data, seed=1))["image"], first[0]["image"])
+    evaluated = next(input_pipeline.eval_batches(data, global_batch_size=8, process_index=0, process_count=1))
+    assert evaluated["image"].shape == (8, 32, 32, 3)
+
+
+def test_pad_crop_and_flip_match_numpy():
+  image = np.arange(4 * 5 * 1, dtype=np.uint8).reshape(4, 5, 1)
+  rng, check = np.random.default_rng(7), np.random.default_rng(7)
+  top, left = check.integers(0, 9, size=2)
+  expected = np.pad(image, ((4, 4), (4, 4), (0, 0)))[top : top + 4, left : left + 5]
+  np.testing.assert_array_equal(augment.pad_crop(image, rng), expected)
+  flips = [augment.flip(image, np.random.default_rng(s)) for s in range(20)]
+  assert {f.tobytes() for f in flips} == {image.tobytes(), image[:, ::-1].tobytes()}
+
+
+def test_crops_keep_the_content():
+  image = np.zeros((40, 60, 3), np.uint8)
+  image[10:30, 20:40] = 255  # A centred bright square, 20 px on a side.
+  centre = augment.center_crop(image, 20, crop_fraction=0.5)
+  np.testing.assert_array_equal(centre, np.full((20, 20, 3), 255, np.uint8))
+  whole = augment.random_resized_crop(image, np.random.default_rng(0), 30, area=(1.0, 1.0), ratio=(1.5, 1.5))
+  np.testing.assert_array_equal(whole, augment.resize(image, 30, 30))
+  assert augment.random_resized_crop(image, np.random.default_rng(0), 16).shape == (16, 16, 3)
