@@ -17,11 +17,11 @@ RESUMABLE_FIELDS = frozenset({
 })
 
 
-def _flat(config, prefix="") -> dict:
+def flatten(config, prefix="") -> dict:
   out = {}
   for key, value in config.items():
     if isinstance(value, (ml_collections.ConfigDict, dict)):
-      out.update(_flat(value, f"{prefix}{key}."))
+      out.update(flatten(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
@@ -29,8 +29,8 @@ def _flat(config, prefix="") -> dict:
 
 def check_keys(config) -> None:
   """Every field of ``config`` must be one of ``configs/default.py``."""
-  known = _flat(default.get_config())
-  unknown = sorted(set(_flat(config)) - set(known))
+  known = flatten(default.get_config())
+  unknown = sorted(set(flatten(config)) - set(known))
   if unknown:
     raise ConfigError(
         f"unknown config key(s) {unknown}; every field must be one of configs/default.py "
@@ -82,8 +82,8 @@ def check_devices(config, process_count: int, local_device_count: int) -> None:
 
 def check_resume(saved: dict, config) -> None:
   """A workdir's checkpoint must come from the same config, up to ``RESUMABLE_FIELDS``."""
-  here = _flat(ml_collections.ConfigDict(config_to_json(config)))
-  there = _flat(ml_collections.ConfigDict(saved))
+  here = flatten(ml_collections.ConfigDict(config_to_json(config)))
+  there = flatten(ml_collections.ConfigDict(saved))
   changed = sorted(k for k in set(here) | set(there) if k not in RESUMABLE_FIELDS and here.get(k) != there.get(k))
   if changed:
     diffs = ", ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in changed)

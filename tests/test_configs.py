@@ -1,0 +1,73 @@
+"""Every config in configs/ runs: the paper's on mock data with small sizes, two steps on the CPU."""
+
+import importlib
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import default
+from tests.test_train import ROOT, lines
+from train import config_checks, train
+
+# Size overrides that keep each model small enough for a CPU test; everything else as configured.
+PAPER = {
+    "resnet50_imagenet_signum": {"width": 2, "image_size": 32},
+    "resnet50_imagenet_sgd": {"width": 2, "image_size": 32},
+    "resnet50_imagenet_adversary": {"width": 2, "image_size": 32, "num_workers": 3, "faults.num_faulty": 1},
+    "alexnet_imagenet_signum": {"width": 4, "image_size": 64},
+    "resnet18_cifar10_signum": {"width": 4},
+    "resnet18_cifar10_sgd": {"width": 4},
+}
+BASELINES = {  # config -> (its baseline, the only fields that may differ)
+    "resnet50_imagenet_sgd": ("resnet50_imagenet_signum", {"optimizer", "learning_rate"}),
+    "resnet18_cifar10_sgd": ("resnet18_cifar10_signum", {"optimizer", "learning_rate"}),
+    "resnet50_imagenet_adversary": ("resnet50_imagenet_signum", {"weight_decay", "faults.kind", "faults.num_faulty"}),
+}
+
+
+def _get(name):
+  return importlib.import_module(f"configs.{name}").get_config()
+
+
+def _set(config, key, value):
+  *parents, leaf = key.split(".")
+  for parent in parents:
+    config = config[parent]
+  config[leaf] = value
+
+
+def test_every_config_file_is_tested():
+  names = {f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")}
+  assert names - {"__init__", "default"} == set(PAPER) | {"digits"}  # digits: tests/test_train.py
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_runs_two_steps_on_mock_data(name, tmp_path):
+  config = _get(name)
+  config_checks.check_keys(config)
+  workers = PAPER[name].get("num_workers", 2)
+  small = {"num_workers": workers, "per_worker_batch_size": 2, "eval_batch_size": 2 * workers, "num_steps": 2,
+           "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "num_data_threads": 1,
+           "data_dir": str(tmp_path / "data"), "progress_bar": False}
+  for key, value in {**small, **PAPER[name]}.items():
+    _set(config, key, value)
+  with tfds.testing.mock_data(num_examples=4 * workers):
+    summary = train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert summary["steps"] == 2 and summary["test_accuracy"] is not None
+  assert [r["step"] for r in lines(tmp_path / "work") if r["split"] == "train"] == [1, 2]
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baseline_differs_only_in_the_optimizer(name):
+  base, allowed = BASELINES[name]
+  here, there = config_checks.flatten(_get(name)), config_checks.flatten(_get(base))
+  assert {k for k in here if here[k] != there[k]} == allowed
+
+
+def test_imagenet_configs_are_the_papers():
+  config = _get("resnet50_imagenet_signum")
+  assert (config.num_workers, config.per_worker_batch_size, config.learning_rate, config.b1, config.weight_decay,
+          config.warmup_epochs, config.lr_decay_every_epochs, config.num_epochs) == (7, 128, 1e-4, 0.9, 1e-4, 5, 30, 80)
+  assert _get("alexnet_imagenet_signum").per_worker_batch_size == 64
+  assert set(config_checks.flatten(config)) == set(config_checks.flatten(default.get_config()))
