@@ -18,10 +18,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_split = "test"
   config.num_data_threads = 4  # grain threads reading and preprocessing examples per process.
   config.image_size = 224  # Crop size for datasets whose images vary in size (ImageNet).
+  config.manual_dir = ""  # wikitext103: the folder holding wiki.{train,valid,test}.tokens.
+  config.bptt = 140  # wikitext103: words per training window.
 
-  # Model (train/models.py): digits_cnn, resnet18_cifar, resnet18, resnet50 or alexnet.
+  # Model (train/models.py): digits_cnn, resnet18_cifar, resnet18, resnet50, alexnet or qrnn.
   config.model = "digits_cnn"
-  config.width = 16  # Channels of the first layer (ResNets and AlexNet: 64 as published).
+  config.width = 16  # Channels of the first layer (ResNets and AlexNet: 64 as published; qrnn: embedding).
+  config.qrnn_hidden = 2500  # qrnn: width of the hidden layers.
+  config.qrnn_layers = 4
   config.dropout_rate = 0.0  # AlexNet's dropout before its dense layers (0.5 as published).
   config.compute_dtype = "float32"  # Or "bfloat16": activations and matmuls; parameters stay float32.
 
@@ -45,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.0
   config.lr_decay_every_epochs = 0.0  # 0 turns the decay off.
   config.lr_decay_factor = 0.1
+  # A late phase with its own base learning rate and b1 (the paper's QRNN runs); 0 turns it off.
+  config.late_from_epochs = 0.0
+  config.late_learning_rate = 1e-4
+  config.late_b1 = 0.9
 
   # Length: num_steps if positive, else num_epochs passes over the training split.
   config.num_steps = -1

@@ -18,12 +18,31 @@ PAPER = {
     "alexnet_imagenet_signum": {"width": 4, "image_size": 64},
     "resnet18_cifar10_signum": {"width": 4},
     "resnet18_cifar10_sgd": {"width": 4},
+    "qrnn_wikitext103_signum": {"width": 8, "qrnn_hidden": 16, "bptt": 6},
+    "qrnn_wikitext103_adam": {"width": 8, "qrnn_hidden": 16, "bptt": 6},
 }
 BASELINES = {  # config -> (its baseline, the only fields that may differ)
     "resnet50_imagenet_sgd": ("resnet50_imagenet_signum", {"optimizer", "learning_rate"}),
     "resnet18_cifar10_sgd": ("resnet18_cifar10_signum", {"optimizer", "learning_rate"}),
     "resnet50_imagenet_adversary": ("resnet50_imagenet_signum", {"weight_decay", "faults.kind", "faults.num_faulty"}),
+    "qrnn_wikitext103_adam": ("qrnn_wikitext103_signum", {"optimizer", "b1"}),
 }
+
+
+TINY_TEXT = {
+    "wiki.train.tokens": " = Cats = \n\n the cat sat on the mat . \n the dog sat on the log . \n a cat saw a dog . \n",
+    "wiki.valid.tokens": " the dog saw the cat . \n",
+    "wiki.test.tokens": " a bird sat on the mat . \n",
+}
+
+
+def write_tiny_wikitext(folder) -> str:
+  """A WikiText-shaped folder of a few lines; returns its path."""
+  os.makedirs(folder, exist_ok=True)
+  for name, text in TINY_TEXT.items():
+    with open(os.path.join(folder, name), "w") as f:
+      f.write(text)
+  return str(folder)
 
 
 def _get(name):
@@ -52,8 +71,13 @@ def test_paper_config_runs_two_steps_on_mock_data(name, tmp_path):
            "data_dir": str(tmp_path / "data"), "progress_bar": False}
   for key, value in {**small, **PAPER[name]}.items():
     _set(config, key, value)
-  with tfds.testing.mock_data(num_examples=4 * workers):
+  if config.dataset == "wikitext103":
+    config.manual_dir = write_tiny_wikitext(tmp_path / "wikitext")
     summary = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert summary["test_perplexity"] > 1
+  else:
+    with tfds.testing.mock_data(num_examples=4 * workers):
+      summary = train.train_and_evaluate(config, str(tmp_path / "work"))
   assert summary["steps"] == 2 and summary["test_accuracy"] is not None
   assert [r["step"] for r in lines(tmp_path / "work") if r["split"] == "train"] == [1, 2]
 

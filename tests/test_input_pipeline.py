@@ -24,7 +24,7 @@ def _records(source):
 def test_digits_splits_hold_each_sklearn_image_once(digits):
   reference = load_digits()
   train, test = _records(digits.train), _records(digits.eval)
-  assert (len(train), len(test), digits.num_classes, digits.image_shape) == (1437, 360, 10, (8, 8, 1))
+  assert (len(train), len(test), digits.num_classes, digits.input_shape) == (1437, 360, 10, (8, 8, 1))
 
   def key(image, label):
     return image.astype(np.uint8).tobytes() + bytes([label])
@@ -36,7 +36,7 @@ def test_digits_splits_hold_each_sklearn_image_once(digits):
 
 
 def _labels_and_pixels(batch):
-  return np.concatenate([batch["label"][:, None].astype(np.float32), batch["image"].reshape(len(batch["label"]), -1)], 1)
+  return np.concatenate([batch["targets"][:, None].astype(np.float32), batch["inputs"].reshape(len(batch["targets"]), -1)], 1)
 
 
 @pytest.mark.parametrize("process_count", [2, 4])
@@ -77,7 +77,7 @@ def test_eval_batches_cover_every_example_once(digits, process_count):
   rows = []
   for p in range(process_count):
     for batch in input_pipeline.eval_batches(digits, global_batch_size=128, process_index=p, process_count=process_count):
-      assert len(batch["label"]) == 128 // process_count
+      assert len(batch["targets"]) == 128 // process_count
       rows.extend(_labels_and_pixels(batch)[batch["mask"] == 1])
   expected = [np.concatenate([[r["label"]], r["image"].ravel() / 16.0]).astype(np.float32) for r in _records(digits.eval)]
   assert sorted(map(bytes, rows)) == sorted(map(bytes, expected))
@@ -85,8 +85,8 @@ def test_eval_batches_cover_every_example_once(digits, process_count):
 
 def test_digits_pixels_are_scaled_to_one(digits):
   batch = next(input_pipeline.train_batches(digits, global_batch_size=256, seed=0, process_index=0, process_count=1))
-  assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
-  assert batch["image"].min() == 0.0 and batch["image"].max() == 1.0
+  assert batch["inputs"].dtype == np.float32 and batch["targets"].dtype == np.int32
+  assert batch["inputs"].min() == 0.0 and batch["inputs"].max() == 1.0
 
 
 @pytest.mark.parametrize("name, message", [("no_such_dataset", "unknown dataset"), ("mnist", "not prepared")])
@@ -105,7 +105,7 @@ def test_schedule_is_warmup_then_step_decay(warmup, decay_every, factor):
   config = default.get_config()
   config.learning_rate, config.warmup_epochs, config.lr_decay_every_epochs, config.lr_decay_factor = 0.2, warmup, decay_every, factor
   steps_per_epoch = 10
-  schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
+  schedule = optimizers.create_schedules(config, steps_per_epoch).learning_rate
   for t in range(80):
     expected = 0.2
     if warmup:
@@ -132,16 +132,16 @@ def test_augmented_pipelines_on_mock_data_are_deterministic_and_sharded(mock_con
   mock_config.dataset, mock_config.eval_split = name, eval_split
   with tfds.testing.mock_data(num_examples=24):
     data = input_pipeline.load_image_dataset(mock_config)
-    assert data.image_shape == (32, 32, 3) and data.num_classes == {"cifar10": 10, "imagenet2012": 1000}[name]
+    assert data.input_shape == (32, 32, 3) and data.num_classes == {"cifar10": 10, "imagenet2012": 1000}[name]
     first = [next(b) for b in [_batches(data)] for _ in range(4)]
-    assert first[0]["image"].shape == (8, 32, 32, 3) and first[0]["image"].dtype == np.float32
+    assert first[0]["inputs"].shape == (8, 32, 32, 3) and first[0]["inputs"].dtype == np.float32
     # Same seed, same crops and flips; reading from step 3, or as 2 processes, gives the same rows.
-    np.testing.assert_array_equal(next(_batches(data, start_step=3))["image"], first[3]["image"])
-    halves = [next(_batches(data, process_index=p, process_count=2, start_step=2))["image"] for p in range(2)]
-    np.testing.assert_array_equal(np.concatenate(halves), first[2]["image"])
-    assert not np.array_equal(next(_batches(data, seed=1))["image"], first[0]["image"])
+    np.testing.assert_array_equal(next(_batches(data, start_step=3))["inputs"], first[3]["inputs"])
+    halves = [next(_batches(data, process_index=p, process_count=2, start_step=2))["inputs"] for p in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), first[2]["inputs"])
+    assert not np.array_equal(next(_batches(data, seed=1))["inputs"], first[0]["inputs"])
     evaluated = next(input_pipeline.eval_batches(data, global_batch_size=8, process_index=0, process_count=1))
-    assert evaluated["image"].shape == (8, 32, 32, 3)
+    assert evaluated["inputs"].shape == (8, 32, 32, 3)
 
 
 def test_pad_crop_and_flip_match_numpy():

@@ -10,8 +10,8 @@ from train import models
 
 
 def _config(model, width, compute_dtype="float32", dropout_rate=0.0):
-  return ml_collections.ConfigDict(
-      {"model": model, "width": width, "compute_dtype": compute_dtype, "dropout_rate": dropout_rate})
+  return ml_collections.ConfigDict({"model": model, "width": width, "compute_dtype": compute_dtype,
+                                    "dropout_rate": dropout_rate, "qrnn_hidden": 2 * width, "qrnn_layers": 2})
 
 
 def _num_params(model, image_shape):
@@ -36,13 +36,17 @@ SMALL = [
     ("resnet18", 4, (32, 32, 3), "float32"),
     ("resnet50", 2, (32, 32, 3), "float32"),
     ("alexnet", 4, (64, 64, 3), "bfloat16"),
+    ("qrnn", 8, (6,), "bfloat16"),
 ]
 
 
 @pytest.mark.parametrize("name, width, shape, compute_dtype", SMALL)
 def test_forward_and_backward(name, width, shape, compute_dtype):
   model = models.create_model(_config(name, width, compute_dtype, dropout_rate=0.5), 10)
-  images = jax.random.normal(jax.random.key(1), (3, *shape))
+  if name == "qrnn":  # Word ids, and the logits are per word.
+    images = jax.random.randint(jax.random.key(1), (3, *shape), 0, 10)
+  else:
+    images = jax.random.normal(jax.random.key(1), (3, *shape))
   variables = jax.jit(model.init)(jax.random.key(0), images)
   params, model_state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
@@ -53,7 +57,8 @@ def test_forward_and_backward(name, width, shape, compute_dtype):
     return jnp.mean(logits**2), (logits, new_state)
 
   grads, (logits, new_state) = jax.jit(jax.grad(loss, has_aux=True))(params)
-  assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+  assert logits.shape == ((3, 6, 10) if name == "qrnn" else (3, 10))
+  assert logits.dtype == jnp.float32
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
   assert jax.tree.structure(grads) == jax.tree.structure(params)

@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from train import augment
-from train.datasets import sklearn_digits
+from train.datasets import sklearn_digits, wikitext103
 from train.errors import ConfigError
 
 # The project's own builders, prepared offline into the data dir on first use.
-OWN_BUILDERS = {"sklearn_digits": sklearn_digits.SklearnDigits}
+OWN_BUILDERS = {"sklearn_digits": sklearn_digits.SklearnDigits, "wikitext103": wikitext103.Wikitext103}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +33,17 @@ class ImageDataset:
   train: Sequence  # Random-access records {"image": uint8[H, W, C], "label": int, ...}.
   eval: Sequence
   num_classes: int
-  image_shape: tuple[int, ...]  # What the model sees, after the transforms.
+  input_shape: tuple[int, ...]  # One example as the model sees it, after the transforms.
   train_image: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # uint8 -> float32.
   eval_image: Callable[[np.ndarray], np.ndarray]
+  input_dtype = np.float32
+  is_language = False
 
   def train_example(self, example: dict, rng: np.random.Generator) -> dict:
-    return {"image": self.train_image(example["image"], rng), "label": np.int32(example["label"])}
+    return {"inputs": self.train_image(example["image"], rng), "targets": np.int32(example["label"])}
 
   def eval_example(self, example: dict) -> dict:
-    return {"image": self.eval_image(example["image"]), "label": np.int32(example["label"])}
+    return {"inputs": self.eval_image(example["image"]), "targets": np.int32(example["label"])}
 
 
 def image_transforms(name: str, stored_shape, config):
@@ -66,6 +68,84 @@ def image_transforms(name: str, stored_shape, config):
     return train, (lambda image: norm(augment.center_crop(image, size))), (size, size, stored_shape[2])
   scale = lambda image: (image / 255.0).astype(np.float32)
   return (lambda image, rng: scale(image)), scale, tuple(stored_shape)
+
+
+class Windows(Sequence):
+  """Non-overlapping windows of ``length + 1`` ids of a stream (inputs and shifted targets).
+
+  The stream's last ``< length`` ids, which fill no window, are left out.
+  """
+
+  def __init__(self, ids: np.ndarray, length: int):
+    self.ids, self.length = ids, length
+
+  def __len__(self):
+    return (len(self.ids) - 1) // self.length
+
+  def __getitem__(self, index):
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    return self.ids[index * self.length : (index + 1) * self.length + 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageDataset:
+  """A word-level corpus: each split one stream of ids, served as windows of ``bptt`` words.
+
+  Every window starts from a fresh recurrent state (truncated back-propagation through ``bptt``
+  words); training visits the windows in a new order each epoch.
+  """
+
+  name: str
+  train: Windows
+  eval: Windows
+  num_classes: int  # The vocabulary size.
+  input_shape: tuple[int, ...]  # (bptt,)
+  input_dtype = np.int32
+  is_language = True
+
+  def train_example(self, window: np.ndarray, rng: np.random.Generator) -> dict:
+    del rng
+    return self.eval_example(window)
+
+  def eval_example(self, window: np.ndarray) -> dict:
+    return {"inputs": window[:-1], "targets": window[1:]}
+
+
+def load_language_dataset(config) -> LanguageDataset:
+  """``wikitext103``, built once from ``config.manual_dir`` into ``config.data_dir``."""
+  data_dir = _data_dir(config)
+  builder = wikitext103.Wikitext103(data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    if not config.manual_dir:
+      raise ConfigError(
+          f"dataset 'wikitext103' is not prepared in data_dir {data_dir!r}; set --config.manual_dir to the "
+          "folder holding wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens to build it once."
+      )
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=os.path.expanduser(config.manual_dir)))
+    except FileNotFoundError as e:
+      raise ConfigError(str(e)) from None
+
+  def stream(split):
+    source = _source("wikitext103", split, data_dir)
+    return np.concatenate([source[i]["ids"] for i in range(len(source))]), source
+
+  train_ids, source = stream(config.train_split)
+  eval_ids, _ = stream(config.eval_split)
+  return LanguageDataset(
+      name="wikitext103",
+      train=Windows(train_ids, config.bptt),
+      eval=Windows(eval_ids, config.bptt),
+      num_classes=len(source.dataset_info.metadata["vocabulary"]),
+      input_shape=(config.bptt,),
+  )
+
+
+def load_dataset(config) -> ImageDataset | LanguageDataset:
+  """``config.dataset``: ``wikitext103`` (words), or images by tfds name."""
+  return load_language_dataset(config) if config.dataset == "wikitext103" else load_image_dataset(config)
 
 
 def _data_dir(config) -> str:
@@ -107,13 +187,13 @@ def load_image_dataset(config) -> ImageDataset:
   features = train.dataset_info.features
   if "image" not in features or "label" not in features:
     raise ConfigError(f"dataset {config.dataset!r} has no 'image' and 'label' features to classify.")
-  train_image, eval_image, image_shape = image_transforms(config.dataset, features["image"].shape, config)
+  train_image, eval_image, input_shape = image_transforms(config.dataset, features["image"].shape, config)
   return ImageDataset(
       name=config.dataset,
       train=train,
       eval=eval_,
       num_classes=features["label"].num_classes,
-      image_shape=image_shape,
+      input_shape=input_shape,
       train_image=train_image,
       eval_image=eval_image,
   )
@@ -125,7 +205,7 @@ def _read(dataset: grain.MapDataset, num_threads: int) -> Iterator[dict]:
 
 
 def train_batches(
-    data: ImageDataset, *, global_batch_size, seed, process_index, process_count, start_step=0, num_threads=4
+    data: ImageDataset | LanguageDataset, *, global_batch_size, seed, process_index, process_count, start_step=0, num_threads=4
 ) -> Iterator[dict]:
   """This process's rows of global training batches ``start_step, start_step + 1, ...`` (endless).
 
@@ -144,7 +224,7 @@ def train_batches(
   return _read(batches[process_index::process_count][start_step:], num_threads)
 
 
-def eval_batches(data: ImageDataset, *, global_batch_size, process_index, process_count, num_threads=4) -> Iterator[dict]:
+def eval_batches(data: ImageDataset | LanguageDataset, *, global_batch_size, process_index, process_count, num_threads=4) -> Iterator[dict]:
   """This process's rows of the evaluation split in global batches, in order, once.
 
   The last batch is padded by repeating the final example; ``"mask"`` (1.0 for a real example,

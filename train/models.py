@@ -1,4 +1,4 @@
-"""Flax models, chosen by ``config.model``; ``config.width`` scales their channels.
+"""Flax models, chosen by ``config.model``; ``config.width`` scales their channels (QRNN: its embedding).
 
 Every model takes ``(images, train)``: batch statistics (ResNets) are computed on the worker's own
 batch while training and read from the running averages otherwise; dropout (AlexNet) draws from
@@ -9,6 +9,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from train.errors import ConfigError
@@ -117,12 +118,72 @@ class AlexNet(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+def fo_pool(forget, candidate, output):
+  r"""QRNN fo-pooling along the time axis (axis 1), as one parallel scan.
+
+  .. math::  c_t = f_t \odot c_{t-1} + (1 - f_t) \odot z_t, \qquad h_t = o_t \odot c_t, \qquad c_0 = 0
+
+  The recurrence is linear in ``c``, so it is an associative scan over pairs ``(a, b)`` meaning
+  ``c -> a c + b``, composed as ``(a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2)``.
+  """
+
+  def compose(first, second):
+    (a1, b1), (a2, b2) = first, second
+    return a1 * a2, a2 * b1 + b2
+
+  _, cells = jax.lax.associative_scan(compose, (forget, (1 - forget) * candidate), axis=1)
+  return output * cells
+
+
+class QRNNLayer(nn.Module):
+  """A quasi-recurrent layer (Bradbury et al., 2017): gates from a causal convolution, then fo-pooling."""
+
+  features: int
+  window: int = 1  # Time steps the gates' convolution sees (the current one and window - 1 before).
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    # Causal: pad window - 1 steps on the left only.
+    gates = nn.Conv(3 * self.features, (self.window,), padding=((self.window - 1, 0),), dtype=self.dtype)(x)
+    candidate, forget, output = jnp.split(gates.astype(jnp.float32), 3, axis=-1)
+    return fo_pool(nn.sigmoid(forget), jnp.tanh(candidate), nn.sigmoid(output)).astype(self.dtype)
+
+
+class QRNNLanguageModel(nn.Module):
+  """Word-level QRNN language model: embedding, QRNN layers, and a decoder tied to the embedding.
+
+  The last layer returns to the embedding width so that the decoder can share the embedding
+  matrix (Merity et al., 2018). The first layer's gates see two words, the others one.
+  """
+
+  vocab_size: int
+  embed: int = 400
+  hidden: int = 2500
+  num_layers: int = 4
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, ids, train: bool = False):
+    embedding = nn.Embed(self.vocab_size, self.embed, dtype=self.dtype)
+    x = embedding(ids)
+    for layer in range(self.num_layers):
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      width = self.embed if layer == self.num_layers - 1 else self.hidden
+      x = QRNNLayer(width, window=2 if layer == 0 else 1, dtype=self.dtype)(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return embedding.attend(x).astype(jnp.float32)
+
+
 MODELS = {
     "digits_cnn": lambda c, n, dtype: DigitsCNN(n, c.width, dtype),
     "resnet18_cifar": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, cifar_stem=True, dtype=dtype),
     "resnet18": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, dtype=dtype),
     "resnet50": lambda c, n, dtype: ResNet((3, 4, 6, 3), BottleneckBlock, n, c.width, dtype=dtype),
     "alexnet": lambda c, n, dtype: AlexNet(n, c.width, c.dropout_rate, dtype),
+    # width = embedding size; the hidden layers are config.qrnn_hidden wide.
+    "qrnn": lambda c, n, dtype: QRNNLanguageModel(n, c.width, c.qrnn_hidden, c.qrnn_layers, c.dropout_rate, dtype),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

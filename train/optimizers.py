@@ -5,6 +5,8 @@ Both sides of a comparison are the same program: the baselines differ only in th
 injected right before the exchange in either case.
 """
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import optax
 
@@ -14,33 +16,50 @@ from train.errors import ConfigError
 OPTIMIZERS = ("signum", "sgd", "adam")
 
 
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+class Schedules(NamedTuple):
+  learning_rate: optax.Schedule
+  b1: optax.Schedule | None  # None: b1 is constant.
+
+
+def create_schedules(config, steps_per_epoch: int) -> Schedules:
   r"""Linear warm-up, then step decay, both counted from the first step (the paper's recipe).
 
   .. math::  \eta_t = \eta \cdot \min\Big(1, \frac{t + 1}{T_w}\Big) \cdot
                       \gamma^{\lfloor t / T_d \rfloor}
 
   with :math:`T_w` = ``warmup_epochs`` and :math:`T_d` = ``lr_decay_every_epochs`` in steps
-  (either 0 switches its factor off) and :math:`\gamma` = ``lr_decay_factor``.
+  (either 0 switches its factor off) and :math:`\gamma` = ``lr_decay_factor``. From
+  ``late_from_epochs`` on (if > 0), :math:`\eta` becomes ``late_learning_rate`` and ``b1``
+  becomes ``late_b1``: the two phases of the paper's QRNN runs.
   """
-  warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-  decay_steps = round(config.lr_decay_every_epochs * steps_per_epoch)
-  if config.lr_decay_every_epochs > 0 and decay_steps < 1:
-    raise ConfigError(
-        f"lr_decay_every_epochs={config.lr_decay_every_epochs} is less than one step "
-        f"({steps_per_epoch} steps per epoch); use a longer period or 0 to turn the decay off."
-    )
+  steps = {
+      field: round(config[field] * steps_per_epoch)
+      for field in ("warmup_epochs", "lr_decay_every_epochs", "late_from_epochs")
+  }
+  for field, count in steps.items():
+    if config[field] > 0 and count < 1:
+      raise ConfigError(
+          f"{field}={config[field]} is less than one step ({steps_per_epoch} steps per epoch); use a "
+          "longer period or 0 to turn it off."
+      )
+  warmup, decay, late = steps["warmup_epochs"], steps["lr_decay_every_epochs"], steps["late_from_epochs"]
 
-  def schedule(step):
+  def phase(step, early, later):
+    return jnp.where(step >= late, later, early) if late > 0 else jnp.asarray(early, jnp.float32)
+
+  def learning_rate(step):
     step = jnp.asarray(step, jnp.float32)
-    lr = jnp.asarray(config.learning_rate, jnp.float32)
-    if warmup_steps > 0:
-      lr = lr * jnp.minimum(1.0, (step + 1) / warmup_steps)
-    if decay_steps > 0:
-      lr = lr * config.lr_decay_factor ** jnp.floor(step / decay_steps)
+    lr = phase(step, config.learning_rate, config.late_learning_rate)
+    if warmup > 0:
+      lr = lr * jnp.minimum(1.0, (step + 1) / warmup)
+    if decay > 0:
+      lr = lr * config.lr_decay_factor ** jnp.floor(step / decay)
     return lr
 
-  return schedule
+  def b1(step):
+    return phase(jnp.asarray(step, jnp.float32), config.b1, config.late_b1)
+
+  return Schedules(learning_rate, b1 if late > 0 else None)
 
 
 def faulty_workers(config) -> tuple[int, ...]:
@@ -65,8 +84,12 @@ def num_ballots(config) -> int:
   return config.num_workers
 
 
-def create_optimizer(config, learning_rate: optax.Schedule, axis_names: tuple[str, ...]) -> optax.GradientTransformation:
-  """``config.optimizer`` for workers along ``axis_names`` (one axis, or (hosts, devices) if hierarchical)."""
+def create_optimizer(config, schedules: "Schedules", axis_names: tuple[str, ...]) -> optax.GradientTransformation:
+  """``config.optimizer`` for workers along ``axis_names`` (one axis, or (hosts, devices) if hierarchical).
+
+  With a late phase (``late_from_epochs``), the momentum ``b1`` changes mid-run too, so the
+  optimizer is built under ``optax.inject_hyperparams`` with ``b1`` as a schedule.
+  """
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
   workers = faulty_workers(config)
@@ -74,23 +97,28 @@ def create_optimizer(config, learning_rate: optax.Schedule, axis_names: tuple[st
   fault_axis = axis_names[0] if len(axis_names) == 2 else axis_names
   fault = sv.faults.byzantine(config.faults.kind, workers, fault_axis, seed=config.seed) if workers else None
 
-  if config.optimizer == "signum":
-    hierarchical = config.strategy == "hierarchical"
-    return sv.signum(
-        learning_rate,
-        config.b1,
-        config.weight_decay,
-        axis_name=axis_names[0] if hierarchical else axis_names,
-        strategy=config.strategy,
-        inner_axis_name=axis_names[1] if hierarchical else None,
-        fault=fault,
-        impl=config.impl,
-    )
-  if config.optimizer == "sgd":
-    update = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(learning_rate, momentum=config.b1 or None),
-    )
-  else:
-    update = optax.adamw(learning_rate, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
-  return optax.chain(*([fault] if fault else []), sv.mean_allreduce(axis_names), update)
+  def build(learning_rate, b1):
+    if config.optimizer == "signum":
+      hierarchical = config.strategy == "hierarchical"
+      return sv.signum(
+          learning_rate,
+          b1,
+          config.weight_decay,
+          axis_name=axis_names[0] if hierarchical else axis_names,
+          strategy=config.strategy,
+          inner_axis_name=axis_names[1] if hierarchical else None,
+          fault=fault,
+          impl=config.impl,
+      )
+    if config.optimizer == "sgd":
+      update = optax.chain(
+          optax.add_decayed_weights(config.weight_decay),
+          optax.sgd(learning_rate, momentum=b1 if config.b1 else None),
+      )
+    else:
+      update = optax.adamw(learning_rate, b1=b1, b2=config.b2, weight_decay=config.weight_decay)
+    return optax.chain(*([fault] if fault else []), sv.mean_allreduce(axis_names), update)
+
+  if schedules.b1 is None:
+    return build(schedules.learning_rate, config.b1)
+  return optax.inject_hyperparams(build)(learning_rate=schedules.learning_rate, b1=schedules.b1)

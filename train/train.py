@@ -42,7 +42,7 @@ class Experiment:
 
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
-  data: input_pipeline.ImageDataset
+  data: input_pipeline.ImageDataset | input_pipeline.LanguageDataset
   model: Any  # flax.linen.Module
   tx: optax.GradientTransformation
   schedule: optax.Schedule
@@ -55,7 +55,7 @@ class Experiment:
     config_checks.check_keys(config)
     config_checks.check_values(config)
     mesh = create_mesh(config)
-    data = input_pipeline.load_image_dataset(config)
+    data = input_pipeline.load_dataset(config)
     global_batch_size = config.num_workers * config.per_worker_batch_size
     steps_per_epoch = len(data.train) // global_batch_size
     if steps_per_epoch < 1:
@@ -65,14 +65,14 @@ class Experiment:
           f"{len(data.train)} training examples; lower per_worker_batch_size."
       )
     num_steps = config.num_steps if config.num_steps > 0 else math.ceil(config.num_epochs * steps_per_epoch)
-    schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
+    schedules = optimizers.create_schedules(config, steps_per_epoch)
     return cls(
         config=config,
         mesh=mesh,
         data=data,
         model=models.create_model(config, data.num_classes),
-        tx=optimizers.create_optimizer(config, schedule, mesh.axis_names),
-        schedule=schedule,
+        tx=optimizers.create_optimizer(config, schedules, mesh.axis_names),
+        schedule=schedules.learning_rate,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
         num_steps=num_steps,
@@ -126,7 +126,7 @@ def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
   axes = exp.mesh.axis_names
 
   def init():
-    dummy = jnp.zeros((1, *exp.data.image_shape), jnp.float32)
+    dummy = jnp.zeros((1, *exp.data.input_shape), exp.data.input_dtype)
     variables = dict(exp.model.init(jax.random.key(exp.config.seed), dummy))
     params = variables.pop("params")
     # Batch statistics are each worker's own (from its own batches): typed varying, stacked.
@@ -156,9 +156,9 @@ def make_train_step(exp: Experiment, specs: TrainState):
 
     def loss_fn(params):
       logits, model_state = model.apply(
-          {"params": params, **state.model_state}, batch["image"], train=True, rngs=rngs,
+          {"params": params, **state.model_state}, batch["inputs"], train=True, rngs=rngs,
           mutable=list(state.model_state))
-      losses, correct = cross_entropy(logits, batch["label"])
+      losses, correct = cross_entropy(logits, batch["targets"])
       return losses.mean(), (correct.mean(), model_state)
 
     # Differentiating a varying copy keeps the gradients per worker: through replicated (invariant)
@@ -178,7 +178,8 @@ def make_train_step(exp: Experiment, specs: TrainState):
 
 
 def make_eval_step(exp: Experiment, specs: TrainState):
-  """A jitted step: per worker, the summed loss, top-1 and top-5 hits and count of its masked rows.
+  """A jitted step: per worker, the summed loss, top-1 and top-5 hits and count of its masked rows
+  (of their tokens, for a language model).
 
   The model runs with the workers' mean batch statistics (an all-reduce of a few floats per
   channel, at evaluation only).
@@ -187,11 +188,12 @@ def make_eval_step(exp: Experiment, specs: TrainState):
 
   def step(params, model_state, batch):
     model_state = jax.lax.pmean(sv.unstack_varying(model_state, specs.model_state), axes)
-    logits = model.apply({"params": params, **model_state}, batch["image"], train=False)
-    losses, correct = cross_entropy(logits, batch["label"])
-    top5 = top_k_correct(logits, batch["label"], 5)
-    mask = batch["mask"]
-    sums = jnp.stack([jnp.sum(v * mask) for v in (losses, correct, top5, jnp.ones_like(mask))])
+    logits = model.apply({"params": params, **model_state}, batch["inputs"], train=False)
+    losses, correct = cross_entropy(logits, batch["targets"])
+    top5 = top_k_correct(logits, batch["targets"], 5)
+    # One weight per example, spread over its tokens for a language model.
+    weights = jnp.broadcast_to(batch["mask"].reshape(batch["mask"].shape + (1,) * (losses.ndim - 1)), losses.shape)
+    sums = jnp.stack([jnp.sum(v * weights) for v in (losses, correct, top5, jnp.ones_like(weights))])
     return sums[None]
 
   in_specs = (P(), specs.model_state, P(axes))
@@ -201,7 +203,7 @@ def make_eval_step(exp: Experiment, specs: TrainState):
 def top_k_correct(logits, labels, k):
   """1.0 where the label is among the ``k`` highest logits (all of them if there are fewer)."""
   k = min(k, logits.shape[-1])
-  return jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.float32)
+  return jnp.any(jax.lax.top_k(logits, k)[1] == labels[..., None], axis=-1).astype(jnp.float32)
 
 
 def global_batch(local: dict, mesh) -> dict:
@@ -211,14 +213,17 @@ def global_batch(local: dict, mesh) -> dict:
 
 
 def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
-  """Mean loss, accuracy and top-5 accuracy over the whole evaluation split."""
+  """Mean loss, accuracy and top-5 accuracy (per token for a language model, with perplexity)."""
   totals = np.zeros(4)
   for local in input_pipeline.eval_batches(
       exp.data, global_batch_size=exp.config.eval_batch_size, process_index=jax.process_index(),
       process_count=jax.process_count(), num_threads=exp.config.num_data_threads):
     totals += to_host(eval_step(state.params, state.model_state, global_batch(local, exp.mesh))).sum(0)
   loss, correct, top5, count = totals
-  return {"loss": loss / count, "accuracy": correct / count, "top5_accuracy": top5 / count}
+  metrics = {"loss": loss / count, "accuracy": correct / count, "top5_accuracy": top5 / count}
+  if exp.data.is_language:
+    metrics["perplexity"] = float(np.exp(metrics["loss"]))
+  return metrics
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -238,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "test_accuracy": report.last(config.eval_split).get("accuracy"),
       "test_loss": report.last(config.eval_split).get("loss"),
       "test_top5_accuracy": report.last(config.eval_split).get("top5_accuracy"),
+      "test_perplexity": report.last(config.eval_split).get("perplexity"),
       "steps": exp.num_steps,
       "resumed_from_step": start_step,
       "wall_seconds": time.time() - start_time,
