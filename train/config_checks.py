@@ -13,7 +13,7 @@ from train.optimizers import OPTIMIZERS
 # Fields that may change when a run resumes from its workdir: how long and how often, not what.
 RESUMABLE_FIELDS = frozenset({
     "num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoints_to_keep",
-    "progress_bar", "num_data_threads", "data_dir",
+    "progress_bar", "num_data_threads", "data_dir", "manual_dir",
 })
 
 
