@@ -21,7 +21,8 @@ from train import augment
 from train.datasets import sklearn_digits, wikitext103
 from train.errors import ConfigError
 
-# The project's own builders, prepared offline into the data dir on first use.
+# The project's own builders: digits is prepared into the data dir on first use, wikitext103 from
+# the user's files (config.manual_dir).
 OWN_BUILDERS = {"sklearn_digits": sklearn_digits.SklearnDigits, "wikitext103": wikitext103.Wikitext103}
 
 
