@@ -237,13 +237,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,
         enabled=jax.process_index() == 0, progress_bar=config.progress_bar)
-    train_loop(exp, state, specs, checkpointer, report)
+    train_loop(exp, state, specs, start_step, checkpointer, report)
 
+  last_eval = report.last(config.eval_split)
   summary = {
-      "test_accuracy": report.last(config.eval_split).get("accuracy"),
-      "test_loss": report.last(config.eval_split).get("loss"),
-      "test_top5_accuracy": report.last(config.eval_split).get("top5_accuracy"),
-      "test_perplexity": report.last(config.eval_split).get("perplexity"),
+      **{f"test_{k}": last_eval.get(k) for k in ("accuracy", "loss", "top5_accuracy", "perplexity")},
       "steps": exp.num_steps,
       "resumed_from_step": start_step,
       "wall_seconds": time.time() - start_time,
@@ -257,12 +255,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
-def train_loop(exp: Experiment, state: TrainState, specs: TrainState, checkpointer, report) -> TrainState:
-  """From ``state.step`` to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
+def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step: int, checkpointer, report) -> TrainState:
+  """From ``start_step`` (``state.step``) to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
   config, mesh = exp.config, exp.mesh
   train_step, eval_step = make_train_step(exp, specs), make_eval_step(exp, specs)
   allow_nonfinite = bool(optimizers.faulty_workers(config))
-  start_step = int(to_host(state.step))
   batches = input_pipeline.train_batches(
       exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
