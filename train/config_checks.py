@@ -8,7 +8,7 @@ import ops
 import signvote_jax as sv
 from configs import default
 from train.errors import ConfigError
-from train.optimizers import OPTIMIZERS
+from train.optimizers import OPTIMIZERS, is_hierarchical
 
 # Fields that may change when a run resumes from its workdir: how long and how often, not what.
 RESUMABLE_FIELDS = frozenset({
@@ -56,7 +56,7 @@ def check_values(config) -> None:
       "(each worker evaluates an equal share).",
   )
   require(config.num_steps > 0 or config.num_epochs > 0, "set num_steps > 0 or num_epochs > 0: the run has no steps.")
-  if config.optimizer == "signum" and config.strategy == "hierarchical" and config.workers_per_host:
+  if is_hierarchical(config) and config.workers_per_host:
     require(
         config.num_workers % config.workers_per_host == 0,
         f"workers_per_host={config.workers_per_host} must divide num_workers={config.num_workers}.",

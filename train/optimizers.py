@@ -7,6 +7,7 @@ injected right before the exchange in either case.
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -62,44 +63,41 @@ def create_schedules(config, steps_per_epoch: int) -> Schedules:
   return Schedules(learning_rate, b1 if late > 0 else None)
 
 
-def faulty_workers(config) -> tuple[int, ...]:
-  """The workers ``config.faults`` makes faulty: the last ``num_faulty`` along the workers' axis."""
-  kind, num_faulty, num_voters = config.faults.kind, config.faults.num_faulty, num_ballots(config)
+def is_hierarchical(config) -> bool:
+  """Whether the vote is of hosts (``(hosts, devices)`` mesh) rather than of single workers."""
+  return config.optimizer == "signum" and config.strategy == "hierarchical"
+
+
+def faulty_workers(config, num_ballots: int) -> tuple[int, ...]:
+  """The ballots ``config.faults`` makes faulty: the last ``num_faulty`` of ``num_ballots``."""
+  kind, num_faulty = config.faults.kind, config.faults.num_faulty
   if not kind and not num_faulty:
     return ()
   if kind not in sv.faults.KINDS:
     raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {sv.faults.KINDS} (or '' for none).")
-  if not 0 < num_faulty < num_voters:
+  if not 0 < num_faulty < num_ballots:
     raise ConfigError(
         f"faults.num_faulty={num_faulty} with faults.kind={kind!r}: it must be between 1 and "
-        f"{num_voters - 1} (the vote has {num_voters} ballots)."
+        f"{num_ballots - 1} (the vote has {num_ballots} ballots)."
     )
-  return tuple(range(num_voters - num_faulty, num_voters))
+  return tuple(range(num_ballots - num_faulty, num_ballots))
 
 
-def num_ballots(config) -> int:
-  """Ballots per vote: the workers, or the hosts (groups of ``workers_per_host``) if hierarchical."""
-  if config.optimizer == "signum" and config.strategy == "hierarchical":
-    return config.num_workers // config.workers_per_host
-  return config.num_workers
-
-
-def create_optimizer(config, schedules: "Schedules", axis_names: tuple[str, ...]) -> optax.GradientTransformation:
-  """``config.optimizer`` for workers along ``axis_names`` (one axis, or (hosts, devices) if hierarchical).
+def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> optax.GradientTransformation:
+  """``config.optimizer`` for the workers of ``mesh`` (axis ``workers``, or ``(hosts, devices)`` if hierarchical).
 
   With a late phase (``late_from_epochs``), the momentum ``b1`` changes mid-run too, so the
   optimizer is built under ``optax.inject_hyperparams`` with ``b1`` as a schedule.
   """
-  if config.optimizer not in OPTIMIZERS:
-    raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
-  workers = faulty_workers(config)
-  # Faults act on the ballots: whole hosts when the vote is hierarchical, single workers otherwise.
-  fault_axis = axis_names[0] if len(axis_names) == 2 else axis_names
-  fault = sv.faults.byzantine(config.faults.kind, workers, fault_axis, seed=config.seed) if workers else None
+  axis_names = mesh.axis_names
+  # The mesh's first axis holds the ballots: single workers, or whole hosts if hierarchical.
+  ballots = axis_names[0]
+  workers = faulty_workers(config, mesh.shape[ballots])
+  fault = sv.faults.byzantine(config.faults.kind, workers, ballots, seed=config.seed) if workers else None
+  hierarchical = is_hierarchical(config)
 
   def build(learning_rate, b1):
     if config.optimizer == "signum":
-      hierarchical = config.strategy == "hierarchical"
       return sv.signum(
           learning_rate,
           b1,

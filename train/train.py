@@ -71,16 +71,12 @@ class Experiment:
         mesh=mesh,
         data=data,
         model=models.create_model(config, data.num_classes),
-        tx=optimizers.create_optimizer(config, schedules, mesh.axis_names),
+        tx=optimizers.create_optimizer(config, schedules, mesh),
         schedule=schedules.learning_rate,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
         num_steps=num_steps,
     )
-
-
-def hierarchical(config) -> bool:
-  return config.optimizer == "signum" and config.strategy == "hierarchical"
 
 
 def create_mesh(config) -> jax.sharding.Mesh:
@@ -96,7 +92,7 @@ def create_mesh(config) -> jax.sharding.Mesh:
     return [d for d in jax.devices() if d.process_index == process][:per_process]
 
   devices = [d for process in range(jax.process_count()) for d in first_devices_of(process)]
-  if hierarchical(config):
+  if optimizers.is_hierarchical(config):
     per_host = config.workers_per_host or per_process
     shape, names = (config.num_workers // per_host, per_host), ("hosts", "devices")
   else:
@@ -259,7 +255,7 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   """From ``start_step`` (``state.step``) to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
   config, mesh = exp.config, exp.mesh
   train_step, eval_step = make_train_step(exp, specs), make_eval_step(exp, specs)
-  allow_nonfinite = bool(optimizers.faulty_workers(config))
+  allow_nonfinite = bool(config.faults.kind)  # A fault experiment; create_optimizer checked it.
   batches = input_pipeline.train_batches(
       exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
