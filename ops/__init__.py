@@ -10,7 +10,7 @@ on a GPU where ``jax_triton`` imports, and JAX otherwise.
 """
 
 from ops.dispatch import IMPLS, resolve_impl
-from ops.packing import ema_pack, num_words, pack_signs, unpack_signs
+from ops.packing import ema_pack, num_words, pack_signs, pack_ternary, unpack_signs, unpack_ternary
 from ops.voting import agreement_counts, decode_planes, vote, vote_planes
 
 __all__ = [
@@ -20,8 +20,10 @@ __all__ = [
     "ema_pack",
     "num_words",
     "pack_signs",
+    "pack_ternary",
     "resolve_impl",
     "unpack_signs",
+    "unpack_ternary",
     "vote",
     "vote_planes",
 ]

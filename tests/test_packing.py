@@ -69,3 +69,31 @@ def test_layout_places_each_leaf_on_a_word_boundary():
   buffer = layout.pack([-leaf for leaf in leaves])
   assert buffer.dtype == jnp.uint32 and buffer.shape == (4,)
   np.testing.assert_array_equal(np.asarray(buffer), 0)  # all negative: every bit 0, padding 0
+
+
+def _reference_ternary(votes):
+  """Base-3 words from votes in {-1, 0, +1}: digit i % 20 of word i // 20 is 0 (tie), 1 (-1) or 2 (+1)."""
+  digits = np.select([votes > 0, votes < 0], [2, 1], 0).astype(np.uint64)
+  digits = np.pad(digits, (0, -len(digits) % 20)).reshape(-1, 20)
+  return (digits * 3 ** np.arange(20, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
+
+
+@pytest.mark.parametrize("plane_words", [1, 5, 8, 33])
+def test_ternary_packing_matches_reference_and_round_trips(plane_words):
+  rng = np.random.default_rng(plane_words)
+  votes = rng.integers(-1, 2, size=32 * plane_words)
+  votes[:20] = 1  # a word of all +1: the largest base-3 word, 2 * (3**20 - 1) / 2
+  sign = jnp.asarray(reference.pack(np.where(votes > 0, 1.0, -1.0)))
+  nonzero = jnp.asarray(reference.pack(np.where(votes != 0, 1.0, -1.0)))
+  words = jax.jit(ops.pack_ternary)(sign, nonzero)
+  assert words.shape == (ops.packing.num_trit_words(plane_words),) == (-(-32 * plane_words // 20),)
+  np.testing.assert_array_equal(np.asarray(words), _reference_ternary(votes))
+  assert int(words[0]) == 3**20 - 1
+  back_sign, back_nonzero = ops.unpack_ternary(jnp.stack([words, words]), plane_words)
+  for back, plane in ((back_sign, sign), (back_nonzero, nonzero)):
+    np.testing.assert_array_equal(np.asarray(back), np.stack([np.asarray(plane)] * 2))
+
+
+def test_ternary_unpack_rejects_a_wrong_length():
+  with pytest.raises(ValueError, match="travel as 2 base-3 words"):
+    ops.unpack_ternary(jnp.zeros((3,), jnp.uint32), 1)
