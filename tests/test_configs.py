@@ -49,14 +49,6 @@ def _get(name):
   return importlib.import_module(f"configs.{name}").get_config()
 
 
-def set_field(config, key, value):
-  """``config.a.b = value`` for ``key == "a.b"``."""
-  *parents, leaf = key.split(".")
-  for parent in parents:
-    config = config[parent]
-  config[leaf] = value
-
-
 def test_every_config_file_is_tested():
   names = {f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")}
   assert names - {"__init__", "default"} == set(PAPER) | {"digits"}  # digits: tests/test_train.py
@@ -71,7 +63,7 @@ def test_paper_config_runs_two_steps_on_mock_data(name, tmp_path):
            "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "num_data_threads": 1,
            "data_dir": str(tmp_path / "data"), "progress_bar": False}
   for key, value in {**small, **PAPER[name]}.items():
-    set_field(config, key, value)
+    config_checks.set_field(config, key, value)
   if config.dataset == "wikitext103":
     config.manual_dir = write_tiny_wikitext(tmp_path / "wikitext")
     summary = train.train_and_evaluate(config, str(tmp_path / "work"))

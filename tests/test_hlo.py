@@ -1,21 +1,16 @@
 """One exchange per step for the whole tree, read from the compiled HLO."""
 
-import collections
-import re
-
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
 
 import signvote_jax as sv
+from benchmarks import hlo
 from tests import harness
 
 AXIS = "workers"
 P = jax.sharding.PartitionSpec
-COLLECTIVES = ("all-to-all", "all-gather", "all-reduce", "collective-permute", "reduce-scatter")
-# One HLO instruction per line: `%name = u32[8,3]{1,0} all-gather(...)`; combined ops have a tuple type.
-INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%\S+\s*=\s*\(?([a-z0-9]+)\[.*?\s(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
 
 
 def _collectives(opt, num_workers, num_leaves=16):
@@ -35,13 +30,7 @@ def _collectives(opt, num_workers, num_leaves=16):
       .lower(params, grads)
       .compile()
   )
-  return collectives_of(compiled)
-
-
-def collectives_of(compiled) -> collections.Counter:
-  """How many collectives of each (kind, element type) a compiled computation holds."""
-  matches = (INSTRUCTION.match(line) for line in compiled.as_text().splitlines())
-  return collections.Counter((m.group(2), m.group(1)) for m in matches if m)
+  return hlo.counts(compiled.as_text())
 
 
 @pytest.mark.parametrize("num_workers", [2, 3, 8])
@@ -58,3 +47,35 @@ def test_allgather_is_one_all_gather_of_words():
 def test_baseline_moves_floats():
   found = _collectives(optax.chain(sv.mean_allreduce(AXIS), optax.sgd(0.1)), 4)
   assert set(found) == {("all-reduce", "f32")}, found
+
+
+def test_bytes_per_device_of_each_collective_on_a_hosts_by_devices_mesh():
+  """2 hosts x 4 devices: a float psum inside each host, a word gather across hosts, one over all."""
+  mesh = harness.mesh((2, 4), ("hosts", "devices"))
+
+  def step(x, w):
+    inner = jax.lax.psum(x, "devices")
+    across = jax.lax.all_gather(w, "hosts")
+    everyone = jax.lax.all_to_all(w.reshape(8, 5), ("hosts", "devices"), 0, 0)
+    return inner, across, everyone
+
+  x, w = jnp.zeros((1000,), jnp.float32), jnp.zeros((40,), jnp.uint32)
+  fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P(), P()), check_vma=False))
+  found = {c.kind: c for c in hlo.collectives(fn.lower(x, w).compile().as_text())}
+  assert set(found) == {"all-reduce", "all-gather", "all-to-all"}
+  reduce, gather, shuffle = found["all-reduce"], found["all-gather"], found["all-to-all"]
+  assert (reduce.dtype, reduce.result_bytes, reduce.group_size(8)) == ("f32", 4000, 4)
+  assert reduce.bytes_per_device(8) == 2 * 3 / 4 * 4000  # ring all-reduce
+  assert sorted(reduce.groups) == [(0, 1, 2, 3), (4, 5, 6, 7)] and reduce.within(2, 8)
+  assert (gather.dtype, gather.result_bytes, gather.group_size(8)) == ("u32", 2 * 160, 2)
+  assert gather.bytes_per_device(8) == 160  # receives the other host's 40 words
+  assert sorted(gather.groups) == [(0, 4), (1, 5), (2, 6), (3, 7)] and not gather.within(2, 8)
+  assert (shuffle.result_bytes, shuffle.group_size(8)) == (160, 8)
+  assert shuffle.bytes_per_device(8) == 7 / 8 * 160
+
+
+def test_iota_replica_groups_are_expanded():
+  line = "%ag = u32[2,35]{1,0} all-gather(%x), replica_groups=[4,2]<=[2,4]T(1,0), dimensions={0}"
+  (found,) = hlo.collectives(line)
+  assert found.groups == ((0, 4), (1, 5), (2, 6), (3, 7))
+  assert found.result_bytes == 2 * 35 * 4

@@ -8,8 +8,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from benchmarks import hlo
 from configs import digits
-from tests.test_hlo import collectives_of
 from train import input_pipeline, train
 from train.errors import ConfigError
 
@@ -17,10 +17,11 @@ from train.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def lines(workdir):
-  """The records of a run's metrics.jsonl."""
+def lines(workdir, *, timed=False):
+  """The records of a run's metrics.jsonl; without their wall times unless ``timed``, as those differ run to run."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+    records = [json.loads(line) for line in f]
+  return records if timed else [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
 
 
 def final_state(workdir, step):
@@ -44,10 +45,13 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   assert written["test_accuracy"] == summary["test_accuracy"] and written["config"]["optimizer"] == "signum"
   assert written["wall_seconds"] > 0
   assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  records = lines(tmp_path)
+  records = lines(tmp_path, timed=True)
   train_lines = [l for l in records if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
-  assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement", "suspected_workers"}
+  assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement",
+                                  "suspected_workers", "train_seconds"}
+  seconds = [l["train_seconds"] for l in train_lines]
+  assert 0 < seconds[0] and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[-1] < written["wall_seconds"]
   assert len(train_lines[-1]["agreement"]) == 8 and min(train_lines[-1]["agreement"]) > 0.5
   test_lines = [l for l in records if l["split"] == "test"]
   assert [l["step"] for l in test_lines] == list(range(config.eval_every, config.num_steps + 1, config.eval_every))
@@ -156,7 +160,7 @@ def test_train_step_sends_only_what_the_optimizer_exchanges(digits_config, optim
   """Gradients stay per worker until the optimizer: a signum step moves sign words and nothing else."""
   digits_config.optimizer = optimizer
   exp, state, step, batches = _compiled_step(digits_config)
-  found = collectives_of(step.lower(state, next(batches)).compile())
+  found = hlo.counts(step.lower(state, next(batches)).compile().as_text())
   assert set(found) == expected, found
 
 

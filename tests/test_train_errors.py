@@ -10,7 +10,6 @@ from configs import default
 from train import config_checks, train
 from train.errors import ConfigError
 
-from tests.test_configs import set_field
 from tests.test_train import ROOT
 
 
@@ -39,7 +38,7 @@ def test_bad_config_is_one_clear_error(data_dir, tmp_path, overrides, message):
   config = default.get_config()
   config.data_dir = data_dir
   for key, value in overrides.items():
-    set_field(config, key, value)
+    config_checks.set_field(config, key, value)
   with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()  # Refused before anything was written.

@@ -27,6 +27,14 @@ def flatten(config, prefix="") -> dict:
   return out
 
 
+def set_field(config, key: str, value) -> None:
+  """``config.a.b = value`` for ``key == "a.b"`` (an unknown key is caught later by :func:`check_keys`)."""
+  *parents, leaf = key.split(".")
+  for parent in parents:
+    config = config[parent]
+  config[leaf] = value
+
+
 def check_keys(config) -> None:
   """Every field of ``config`` must be one of ``configs/default.py``."""
   known = flatten(default.get_config())

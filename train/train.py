@@ -260,17 +260,23 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
       exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
   pending = []  # Per-step metrics still on the device: fetched once per log period.
+  # Wall time spent training (compiling included; evaluating and saving not), continued on resume.
+  train_seconds, mark = report.last("train").get("train_seconds", 0.0), time.perf_counter()
   for done in range(start_step + 1, exp.num_steps + 1):
     state, metrics = train_step(state, global_batch(next(batches), mesh))
     pending.append(metrics)
     last = done == exp.num_steps
     if done % config.log_every == 0 or last:
-      report.write(done, "train", summarize_train(pending, done, exp.schedule, allow_nonfinite))
+      summary = summarize_train(pending, done, exp.schedule, allow_nonfinite)  # Waits for the steps.
+      train_seconds, mark = train_seconds + time.perf_counter() - mark, time.perf_counter()
+      report.write(done, "train", {**summary, "train_seconds": train_seconds})
       pending = []
     if done % config.eval_every == 0 or last:
-      report.write(done, config.eval_split, evaluate(exp, eval_step, state))
+      report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": train_seconds})
     if done % config.checkpoint_every == 0 or last:
       checkpointer.save(done, state)
+    if not pending:
+      mark = time.perf_counter()
     report.advance(done)
   return state
 

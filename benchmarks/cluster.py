@@ -1,0 +1,393 @@
+"""Step time on an emulated cluster: M processes over gloo, each host behind a capped network link.
+
+    python -m benchmarks.cluster            # M = 2, 4, 8 at 1 and 10 Gbit/s (as root: network namespaces)
+    python -m benchmarks.cluster --quick    # M = 2, one rate, the small workloads (the smoke test)
+
+Each host is a network namespace with one veth link to a bridge; ``tc`` (token bucket) caps the
+link at the given rate in each direction, so a host sends and receives at most that much, as with
+a real NIC. The M processes of one JAX job (``jax.distributed`` over gloo, one worker each) run in
+those namespaces, started like ``train.launch``; all traffic stays on this machine. Without the
+rights for namespaces (not root) it falls back to one unprivileged user and network namespace whose
+loopback is capped (all links then share one capped medium: pessimistic); without even that,
+to uncapped loopback. The result says which (``network``).
+
+Workloads, each timed as the median of ``--steps`` steps after compiling and a warm-up step:
+
+* ``optimizer_step``: the update of a 25.6M-parameter tree (20 leaves; ResNet-50's size) from
+  fixed per-worker gradients: the exchange and the optimizer, no model;
+* ``train_step``: forward, backward and update of ResNet-18 (CIFAR stem, 11.2M parameters) on a
+  batch of ``--batch`` 32x32 images per worker.
+
+Methods: ``sgd_allreduce`` (SGD with momentum over ``mean_allreduce``, float32), and Signum with
+majority vote over ``allgather``, ``alltoall`` and ``hierarchical`` (hosts of 2 processes that sum
+their momentum over the host's uncapped loopback, then vote across hosts with ``alltoall``; run
+for M >= 4 only, so that there are at least 2 hosts). The communication share of a step is
+``1 - local / step``, where ``local`` is the same workload timed on each process alone, at the same
+time, with no exchange (the CPU is shared the same way); it counts packing and counting the vote as
+communication, as the paper's Figure 5 does with compression. Every process is stopped after
+``--timeout`` seconds. Writes ``benchmarks/results/cluster-<device>-<date>.{json,md,png}``.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+WORKLOADS = ("optimizer_step", "train_step")
+FLAT_METHODS = ("sgd_allreduce", "signum_allgather", "signum_alltoall")
+HIERARCHICAL = "signum_hierarchical"
+PROCESSES_PER_HOST = 2  # For the hierarchical layout.
+SUBNET = "10.231.0"
+TREE_COORDINATES, TREE_LEAVES = 25_600_000, 20
+
+
+# ----------------------------------------------------------------------------------------------
+# The network: namespaces and links (run as root), a capped user-namespace loopback, or nothing.
+
+
+def _run(*command):
+  subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+def _tbf(rate: str) -> list[str]:
+  # The bucket must hold a few 64 kB segments (veth offloads) and a timer tick of traffic.
+  return ["tbf", "rate", rate, "burst", "4mb" if rate.endswith(("gbit", "Gbit")) else "256kb", "latency", "100ms"]
+
+
+class Namespaces:
+  """One network namespace per host, joined to a bridge (in its own namespace) by a capped veth link."""
+
+  mode = "netns"
+
+  def __init__(self, num_hosts: int):
+    self.tag = f"sv{os.getpid() % 100000}"
+    self.hosts = [f"{self.tag}h{h}" for h in range(num_hosts)]
+    self.bridge = f"{self.tag}br"
+    self.links = []  # (namespace, device) of every link end that gets a qdisc.
+    _run("ip", "netns", "add", self.bridge)
+    _run("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
+    _run("ip", "-n", self.bridge, "link", "set", "br0", "up")
+    hosts_file = "127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {self.hostname(h)}\n" for h in range(num_hosts))
+    for h, ns in enumerate(self.hosts):
+      # `ip netns exec` shows /etc/netns/<ns>/hosts as /etc/hosts: gloo binds to its hostname's address.
+      pathlib.Path(f"/etc/netns/{ns}").mkdir(parents=True, exist_ok=True)
+      pathlib.Path(f"/etc/netns/{ns}/hosts").write_text(hosts_file)
+      _run("ip", "netns", "add", ns)
+      host_end, bridge_end = f"{self.tag}a{h}", f"{self.tag}b{h}"
+      _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", bridge_end)
+      _run("ip", "link", "set", host_end, "netns", ns)
+      _run("ip", "link", "set", bridge_end, "netns", self.bridge)
+      _run("ip", "-n", ns, "addr", "add", f"{self.address(h)}/24", "dev", host_end)
+      for dev in ("lo", host_end):
+        _run("ip", "-n", ns, "link", "set", dev, "up")
+      _run("ip", "-n", self.bridge, "link", "set", bridge_end, "master", "br0")
+      _run("ip", "-n", self.bridge, "link", "set", bridge_end, "up")
+      self.links += [(ns, host_end), (self.bridge, bridge_end)]
+    self._rate = None
+
+  @staticmethod
+  def address(host: int) -> str:
+    return f"{SUBNET}.{host + 1}"
+
+  @staticmethod
+  def hostname(host: int) -> str:
+    return f"svhost{host}"
+
+  def coordinator(self, port: int) -> str:
+    return f"{self.address(0)}:{port}"
+
+  def prefix(self, host: int) -> list[str]:
+    return ["ip", "netns", "exec", self.hosts[host], "unshare", "--uts", "sh", "-c",
+            f'hostname {self.hostname(host)} && exec "$@"', "sh"]
+
+  def set_rate(self, rate: str) -> None:
+    verb = "add" if self._rate is None else "change"
+    for ns, dev in self.links:
+      _run("ip", "netns", "exec", ns, "tc", "qdisc", verb, "dev", dev, "root", *_tbf(rate))
+    self._rate = rate
+
+  def close(self) -> None:
+    for ns in [*self.hosts, self.bridge]:
+      subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+    for ns in self.hosts:
+      shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+class Loopback:
+  """All processes on this namespace's loopback, capped as a whole when ``capped`` (one shared medium)."""
+
+  def __init__(self, capped: bool):
+    self.capped = capped
+    self.mode = "capped-loopback" if capped else "uncapped-loopback"
+    self._rate = None
+
+  @staticmethod
+  def coordinator(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+  @staticmethod
+  def prefix(host: int) -> list[str]:
+    del host
+    return []
+
+  def set_rate(self, rate: str) -> None:
+    if self.capped:
+      _run("tc", "qdisc", "add" if self._rate is None else "change", "dev", "lo", "root", *_tbf(rate))
+    self._rate = rate
+
+  def close(self) -> None:
+    if self.capped and self._rate is not None:
+      subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False, capture_output=True)
+
+
+def namespaces_work() -> bool:
+  if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+    return False
+  probe = f"svprobe{os.getpid() % 100000}"
+  ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+  subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+  return ok
+
+
+def in_private_user_namespace() -> bool:
+  return os.environ.get("SIGNVOTE_CLUSTER_USERNS") == "1"
+
+
+def user_namespace_works() -> bool:
+  return bool(shutil.which("unshare") and shutil.which("tc")) and subprocess.run(
+      ["unshare", "-rnu", "sh", "-c", "ip link set lo up && tc qdisc add dev lo root tbf rate 1gbit burst 4mb latency 100ms"],
+      capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def network(mode: str, num_hosts: int):
+  net = Namespaces(num_hosts) if mode == "netns" else Loopback(capped=mode == "capped-loopback")
+  try:
+    yield net
+  finally:
+    net.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent: start the job's processes, switch the link rate when process 0 asks for it.
+
+
+def run_job(mode: str, num_workers: int, per_host: int, methods, workloads, rates, args) -> list[dict]:
+  """One JAX job of ``num_workers`` processes; returns process 0's rows."""
+  from train import launch  # pylint: disable=import-outside-toplevel
+
+  with tempfile.TemporaryDirectory() as control, network(mode, num_workers // per_host) as net:
+    port = launch.free_port()
+    result = pathlib.Path(control) / "rows.json"
+    worker_args = ["--worker", "--control", control, "--per-host", str(per_host), "--methods", *methods,
+                   "--workloads", *workloads, "--rates", *rates, "--steps", str(args.steps), "--batch", str(args.batch),
+                   "--coordinates", str(args.coordinates)]
+    processes = []
+    for process_id in range(num_workers):
+      env = {**os.environ, "JAX_COORDINATOR_ADDRESS": net.coordinator(port), "JAX_NUM_PROCESSES": str(num_workers),
+             "JAX_PROCESS_ID": str(process_id), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+      command = [*net.prefix(process_id // per_host), sys.executable, "-m", "benchmarks.cluster", *worker_args]
+      processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL if process_id else None))
+    deadline, served = time.monotonic() + args.timeout, 0
+    try:
+      while not result.exists():
+        wanted = pathlib.Path(control) / f"rate-{served}"
+        if wanted.exists():
+          net.set_rate(wanted.read_text())
+          (pathlib.Path(control) / f"go-{served}").touch()
+          served += 1
+        failed = [p.returncode for p in processes if p.poll() not in (None, 0)]
+        if failed:
+          raise RuntimeError(f"cluster: a worker process of the M={num_workers} job failed (exit {failed[0]})")
+        if time.monotonic() > deadline:
+          raise TimeoutError(f"cluster: the M={num_workers} job ran past --timeout={args.timeout} s")
+        time.sleep(0.05)
+      for p in processes:
+        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+      return json.loads(result.read_text())
+    finally:
+      for p in processes:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# The workers: one process each.
+
+
+def worker(args) -> None:
+  from train import distributed  # pylint: disable=import-outside-toplevel
+
+  distributed.initialize(num_workers=int(os.environ["JAX_NUM_PROCESSES"]))
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+  from benchmarks import cluster_steps  # pylint: disable=import-outside-toplevel
+
+  control = pathlib.Path(args.control)
+  requests = [0]
+
+  def at_rate(rate: str) -> None:
+    """Every process waits here until the parent has set the links to ``rate``."""
+    if jax.process_index() == 0:
+      (control / f"rate-{requests[0]}").write_text(rate)
+      while not (control / f"go-{requests[0]}").exists():
+        time.sleep(0.02)
+    requests[0] += 1
+    multihost_utils.sync_global_devices(f"rate {requests[0]}")
+
+  def median_time(step) -> float:
+    step()  # Warm-up (the first call compiled).
+    times = []
+    for _ in range(args.steps):
+      start = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+  rows = []
+  for workload in args.workloads:
+    multihost_utils.sync_global_devices(f"local {workload}")
+    local = median_time(cluster_steps.local_step(workload, args.batch, args.coordinates, TREE_LEAVES))
+    for method in args.methods:
+      step = cluster_steps.distributed_step(workload, method, args.per_host, args.batch, args.coordinates, TREE_LEAVES)
+      for rate in args.rates:
+        at_rate(rate)
+        seconds = median_time(step)
+        rows.append({"workload": workload, "method": method, "rate": rate, "seconds": seconds,
+                     "local_seconds": local, "communication_share": max(0.0, 1 - local / seconds)})
+      del step
+  if jax.process_index() == 0:
+    (control / "rows.tmp").write_text(json.dumps(rows))
+    (control / "rows.tmp").rename(control / "rows.json")
+  multihost_utils.sync_global_devices("done")
+
+
+# ----------------------------------------------------------------------------------------------
+# Results.
+
+
+def table(rows, workload):
+  mine = [r for r in rows if r["workload"] == workload]
+  lines = ["| M | link | method | step ms | communication share | speed-up over all-reduce |",
+           "|---:|---|---|---:|---:|---:|"]
+  for r in sorted(mine, key=lambda r: (r["workers"], _rate_bits(r["rate"]), r["method"])):
+    base = next(b["seconds"] for b in mine if b["workers"] == r["workers"] and b["rate"] == r["rate"]
+                and b["method"] == "sgd_allreduce")
+    lines.append(f"| {r['workers']} | {r['rate']} | {r['method']} | {1e3 * r['seconds']:.0f} | "
+                 f"{r['communication_share']:.0%} | {base / r['seconds']:.1f}x |")
+  return "\n".join(lines)
+
+
+def _rate_bits(rate: str) -> float:
+  units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+  for unit, scale in units.items():
+    if rate.lower().endswith(unit):
+      return float(rate[: -len(unit)]) * scale
+  raise ValueError(f"a rate is a number and kbit, mbit or gbit (tc's units), like 1gbit; got {rate!r}")
+
+
+def plot(rows, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  rates = sorted({r["rate"] for r in rows}, key=_rate_bits)
+  workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
+  fig, axs = plt.subplots(len(workloads), len(rates), figsize=(5.5 * len(rates), 3.6 * len(workloads)), squeeze=False)
+  for ax_row, workload in zip(axs, workloads):
+    for ax, rate in zip(ax_row, rates):
+      mine = [r for r in rows if r["workload"] == workload and r["rate"] == rate]
+      labels = [f"M={r['workers']}\n{r['method'].replace('signum_', '').replace('sgd_', 'sgd ')}" for r in mine]
+      local = [1e3 * r["seconds"] * (1 - r["communication_share"]) for r in mine]
+      comm = [1e3 * r["seconds"] * r["communication_share"] for r in mine]
+      ax.bar(range(len(mine)), local, label="compute")
+      ax.bar(range(len(mine)), comm, bottom=local, label="communication")
+      ax.set_xticks(range(len(mine)), labels, fontsize=6)
+      ax.set(title=f"{workload}, {rate} links", ylabel="ms per step")
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8], help="processes M, one worker each")
+  parser.add_argument("--rates", nargs="+", default=["1gbit", "10gbit"], help="link rates, in tc's units")
+  parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+  parser.add_argument("--methods", nargs="+", choices=FLAT_METHODS + (HIERARCHICAL,), default=None)
+  parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement (median)")
+  parser.add_argument("--batch", type=int, default=4, help="images per worker in train_step")
+  parser.add_argument("--coordinates", type=int, default=TREE_COORDINATES, help="size of optimizer_step's tree")
+  parser.add_argument("--network", choices=("auto", "netns", "capped-loopback", "uncapped-loopback"), default="auto")
+  parser.add_argument("--timeout", type=float, default=600, help="seconds before a job's processes are stopped")
+  parser.add_argument("--quick", action="store_true", help="M = 2, 1gbit, optimizer_step on a small tree")
+  parser.add_argument("--out", default=None)
+  # Internal: a worker process of one job.
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--control", help=argparse.SUPPRESS)
+  parser.add_argument("--per-host", type=int, default=1, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    return worker(args)
+  for rate in args.rates:
+    try:
+      _rate_bits(rate)
+    except ValueError as e:
+      parser.error(str(e))
+  if args.quick:
+    args.workers, args.rates, args.steps = [2], args.rates[:1], 2
+    args.workloads, args.coordinates = ["optimizer_step"], 1_000_000
+
+  mode = args.network
+  if mode == "auto":
+    if namespaces_work():
+      mode = "netns"
+    elif in_private_user_namespace() or user_namespace_works():
+      mode = "capped-loopback"
+    else:
+      mode = "uncapped-loopback"
+  if mode == "capped-loopback" and not in_private_user_namespace():
+    # Rerun inside a new unprivileged user + network + UTS namespace, whose `lo` this process may
+    # shape without touching the machine's.
+    script = 'ip link set lo up && hostname localhost && exec "$@"'
+    env = {**os.environ, "SIGNVOTE_CLUSTER_USERNS": "1"}
+    command = [sys.executable, "-m", "benchmarks.cluster", *(sys.argv[1:] if argv is None else argv), "--network", mode]
+    subprocess.run(["unshare", "-rnu", "sh", "-c", script, "sh", *command], env=env, check=True)
+    return None
+  print(f"cluster: network {mode}", flush=True)
+
+  rows = []
+  for m in args.workers:
+    layouts = [(1, [x for x in (args.methods or FLAT_METHODS) if x != HIERARCHICAL])]
+    if m >= 2 * PROCESSES_PER_HOST and (args.methods is None or HIERARCHICAL in args.methods):
+      layouts.append((PROCESSES_PER_HOST, [HIERARCHICAL]))
+    for per_host, methods in layouts:
+      if methods:
+        for r in run_job(mode, m, per_host, methods, args.workloads, args.rates, args):
+          rows.append({**r, "workers": m, "hosts": m // per_host})
+        print(f"M={m} {', '.join(methods)} done", flush=True)
+
+  from benchmarks import results  # pylint: disable=import-outside-toplevel
+
+  meta = {"network": mode, "rates": args.rates, "steps": args.steps, "batch": args.batch,
+          "tree": f"{args.coordinates} coordinates in {TREE_LEAVES} leaves"}
+  how = {"netns": "one network namespace per host, veth links capped by tc in both directions",
+         "capped-loopback": "one user namespace's loopback capped by tc, shared by all processes (not per link)",
+         "uncapped-loopback": "plain loopback, not capped (no rights to shape traffic): link rates NOT applied"}[mode]
+  markdown = f"Network: **{mode}** ({how}).\n\n" + "\n\n".join(
+      f"### {w}\n\n{table(rows, w)}" for w in WORKLOADS if any(r["workload"] == w for r in rows))
+  return results.write("cluster", meta, rows, markdown, plot, args.out or results.RESULTS)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,43 @@
+"""Where benchmark results go: JSON, a markdown table and plots, named by benchmark, device and date."""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+
+import jax
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+  """What the numbers were measured on."""
+  cpu = platform.processor()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+  except OSError:
+    pass
+  return {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(), "cpu": cpu,
+          "cpu_cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+          "date": datetime.date.today().isoformat()}
+
+
+def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESULTS) -> list:
+  """Writes ``<out>/<name>-<device>-<date>.{json,md}`` (and ``.png`` through ``plot(rows, path)``)."""
+  info = machine()
+  device = re.sub(r"[^A-Za-z0-9]+", "-", info["device"]).strip("-").lower()
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  stem = out / f"{name}-{device}-{info['date']}"
+  stem.with_suffix(".json").write_text(json.dumps({**info, **meta, "rows": rows}, indent=1))
+  where = f"{info['device']} ({info['cpu']}, {info['cpu_cores']} cores), jax {info['jax']}, {info['date']}"
+  text = f"# {name}\n\nMeasured on {where}. Written by `python -m benchmarks.{name}`.\n\n{markdown}\n"
+  if plot is not None:
+    plot(rows, stem.with_suffix(".png"))
+    text += f"\n![{name}]({stem.name}.png)\n"
+  stem.with_suffix(".md").write_text(text)
+  print(text, flush=True)
+  return rows
