@@ -11,10 +11,6 @@ Writes ``benchmarks/results/kernels-<device>-<date>.{json,md}``.
 """
 
 import argparse
-import datetime
-import json
-import pathlib
-import re
 import statistics
 import time
 
@@ -25,9 +21,7 @@ import optax
 
 import ops
 import signvote_jax as sv
-
-RESULTS = pathlib.Path(__file__).parent / "results"
-
+from benchmarks import results
 
 def median_seconds(call, repeats: int) -> float:
   """Median wall time of ``call()`` (blocked until ready) after a compiling call and a warm-up."""
@@ -130,7 +124,7 @@ def main(argv=None):
   parser.add_argument("--workers", type=int, default=8, help="ballots M in the vote benchmarks")
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--quick", action="store_true", help="two small sizes, few repeats")
-  parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+  parser.add_argument("--out", default=str(results.RESULTS))
   args = parser.parse_args(argv)
 
   on_gpu = jax.default_backend() == "gpu"
@@ -146,17 +140,9 @@ def main(argv=None):
   for r in rows:
     r["fraction_of_copy"] = r["gbps"] / copy_gbps[r["size"]]
 
-  device = jax.devices()[0].device_kind
-  date = datetime.date.today().isoformat()
-  stem = f"kernels-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}-{date}"
-  args.out.mkdir(parents=True, exist_ok=True)
-  meta = {"device": device, "backend": jax.default_backend(), "date": date, "jax": jax.__version__,
-          "workers": args.workers, "impls": impls, "repeats": repeats}
-  (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-  markdown = f"# Kernel bandwidth on {device}, {date}\n\nM = {args.workers} ballots in the vote.\n\n{table(rows, copy_gbps)}\n"
-  (args.out / f"{stem}.md").write_text(markdown)
-  print(markdown)
-  return rows
+  meta = {"workers": args.workers, "impls": impls, "repeats": repeats}
+  markdown = f"M = {args.workers} ballots in the vote.\n\n{table(rows, copy_gbps)}"
+  return results.write("kernels", meta, rows, markdown, out=args.out)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def main(argv=None):
   parser.add_argument("--max-faulty", type=int, default=3, help="f runs from 0 to this")
   parser.add_argument("--kinds", nargs="+", choices=faults.KINDS, default=list(faults.KINDS))
   parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=150)
+  parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--data-dir", default="", help="tfds data dir ('' is tfds' default)")
   parser.add_argument("--quick", action="store_true", help="3 workers, one 'negate' worker, 1 seed, 10 steps")
   parser.add_argument("--out", default=str(results.RESULTS))

@@ -42,6 +42,16 @@ class WordLayout:
     parts.append(jnp.zeros((self.padded_words - self.num_words,), jnp.uint32))
     return jnp.concatenate(parts)
 
+  def floats(self, leaves) -> jax.Array:
+    """All ``leaves`` as one ``f32[32 * padded_words]`` buffer with the word layout: coordinate ``j``
+    of the buffer is the one whose sign :meth:`pack` puts in word ``j // 32``, bit ``j % 32``."""
+    parts = []
+    for leaf, size in zip(leaves, self.sizes):
+      flat = jnp.ravel(leaf).astype(jnp.float32)
+      parts.append(jnp.pad(flat, (0, ops.num_words(size) * ops.packing.BITS - size)))
+    parts.append(jnp.zeros(((self.padded_words - self.num_words) * ops.packing.BITS,), jnp.float32))
+    return jnp.concatenate(parts)
+
   def valid_mask(self) -> jax.Array:
     """``u32[padded_words]`` with bit 1 exactly where a coordinate lives."""
     partial_words, partial_masks = [], []

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 import ops
+from signvote_jax import axes
 
 
 class Tally(NamedTuple):
@@ -62,6 +63,27 @@ def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
     sign, nonzero = votes.reshape(-1), valid
   agree = jnp.sum(gathered[:, -num_workers - 1 : -1], axis=0, dtype=jnp.uint32)
   total = jnp.sum(gathered[:, -1], dtype=jnp.uint32)
+  return Tally(sign, nonzero, agree, total)
+
+
+def hierarchical(layout, leaves, inner_axis_name, axis_name, num_hosts: int, exchange, impl: str) -> Tally:
+  """Sums the updates inside each host, then votes the hosts' signs across hosts with ``exchange``.
+
+  The G devices of a host split the work: a reduce-scatter over ``inner_axis_name`` (the fast local
+  link) leaves device g with the host's float32 sum of slice g of the word layout; device g packs that
+  slice and votes it with device g of every other host; an all-gather of the voted bit planes inside
+  the host brings back the whole vote. Each host thus sends one vote's worth of words over the slow
+  network, not G, and the local link carries half of a float all-reduce.
+  """
+  local = axes.axis_size(inner_axis_name, "hierarchical")
+  slice_words = layout.padded_words // local
+  mine = jax.lax.psum_scatter(layout.floats(leaves), inner_axis_name, scatter_dimension=0, tiled=True)
+  start = jax.lax.axis_index(inner_axis_name) * slice_words
+  valid = jax.lax.dynamic_slice_in_dim(layout.valid_mask(), start, slice_words)
+  tally = exchange(ops.pack_signs(mine, impl=impl), valid, axis_name, num_hosts, impl)
+  planes = jnp.stack([tally.sign, tally.nonzero])
+  sign, nonzero = jax.lax.all_gather(planes, inner_axis_name, axis=1, tiled=True, to="invarying")
+  agree, total = jax.lax.psum((tally.agree, tally.total), inner_axis_name)
   return Tally(sign, nonzero, agree, total)
 
 

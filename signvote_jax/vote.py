@@ -60,7 +60,9 @@ def scale_by_majority_vote(
   * ``"alltoall"``: all-to-all so that worker j votes shard j of every ballot, then all-gather the
     voted shards; the traffic per worker does not grow with M.
   * ``"hierarchical"``: sum the float updates over ``inner_axis_name`` (the devices of one host,
-    a fast link), then vote the hosts' signs over ``axis_name`` with ``outer_strategy``.
+    a fast link; a float32 reduce-scatter, so that each device holds a slice of the host's sum),
+    then vote the hosts' signs over ``axis_name`` with ``outer_strategy``, each device its slice;
+    a host sends one vote's words over the slow network, whatever its number of devices.
 
   Args:
     axis_name: the mapped axis of the workers (of the hosts for ``"hierarchical"``), bound by a
@@ -148,12 +150,15 @@ def scale_by_majority_vote(
       )
     if not leaves:
       return updates, state
-    if strategy == "hierarchical":
-      axes.axis_size(inner_axis_name, who)
-      leaves = jax.lax.psum(leaves, inner_axis_name)
-    layout = WordLayout.of(leaves, multiple=count if exchange_name in strategies.SHARDED else 1)
     exchange = strategies.EXCHANGES[exchange_name]
-    tally = exchange(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, count, impl)
+    multiple = count if exchange_name in strategies.SHARDED else 1
+    if strategy == "hierarchical":
+      local = axes.axis_size(inner_axis_name, who)
+      layout = WordLayout.of(leaves, multiple=local * multiple)
+      tally = strategies.hierarchical(layout, leaves, inner_axis_name, axis_name, count, exchange, impl)
+    else:
+      layout = WordLayout.of(leaves, multiple=multiple)
+      tally = exchange(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, count, impl)
     agreement = jnp.where(
         tally.total > 0, tally.agree.astype(jnp.float32) / jnp.maximum(tally.total, 1), 0.5
     )

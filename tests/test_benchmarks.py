@@ -1,8 +1,25 @@
-"""Smoke test: the kernel benchmark runs end to end at a tiny size and writes its results."""
+"""Smoke tests: each benchmark runs end to end at its --quick size and writes JSON, markdown and a plot.
+
+They also check what the numbers must be where that is known independently: the wire bytes of
+each exchange follow from DESIGN.md's layout and the algorithm cost of each collective.
+"""
 
 import json
+import math
 
-from benchmarks import kernels
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import cluster, convergence, kernels, robustness, wire_bytes
+
+
+def _written(tmp_path, name):
+  (result,) = tmp_path.glob(f"{name}-*.json")
+  assert result.with_suffix(".md").read_text().startswith(f"# {name}")
+  saved = json.loads(result.read_text())
+  assert saved["device"] and saved["date"] and saved["cpu_cores"]
+  return saved, result
 
 
 def test_kernel_benchmark_quick(tmp_path):
@@ -10,8 +27,87 @@ def test_kernel_benchmark_quick(tmp_path):
   ops_measured = {r["op"] for r in rows}
   assert ops_measured == {"copy", "pack", "vote_planes", "vote", "ema_pack", "signum_update", "sgd_momentum_update"}
   assert all(r["seconds"] > 0 and r["bytes"] > 0 for r in rows)
-  (result,) = tmp_path.glob("kernels-*.json")
-  saved = json.loads(result.read_text())
-  assert saved["rows"] == rows and saved["device"]
+  saved, _ = _written(tmp_path, "kernels")
+  assert saved["rows"] == rows
   assert [r["fraction_of_copy"] for r in rows if r["op"] == "copy"] == [1.0]
-  assert (tmp_path / result.name.replace(".json", ".md")).exists()
+
+
+def _expected_bytes(sizes, method, m):
+  """Bytes each worker sends per step, from DESIGN.md's layout (each leaf in whole words)."""
+  d, words = sum(sizes), sum(math.ceil(n / 32) for n in sizes)
+  if method == "allreduce_f32":
+    return 2 * (m - 1) / m * 4 * d
+  if method == "allgather":
+    return (m - 1) * 4 * words
+  # alltoall: the padded words to their voters, then each voter's shard of votes (sign words for odd
+  # M, base-3 words of 20 votes for even M) and its M + 1 agreement counts back to everyone.
+  shard = math.ceil(words / m)
+  back = shard if m % 2 else math.ceil(32 * shard / 20)
+  return (m - 1) / m * 4 * m * shard + (m - 1) / m * 4 * m * (back + m + 1)
+
+
+def test_wire_bytes_quick_match_the_layout(tmp_path):
+  rows = wire_bytes.main(["--quick", "--out", str(tmp_path)])
+  _written(tmp_path, "wire_bytes")
+  assert (tmp_path / next(tmp_path.glob("wire_bytes-*.json")).name.replace(".json", ".png")).exists()
+  sizes = [int(np.prod(p.shape)) for p in jax.tree.leaves(wire_bytes.param_shapes("digits_cnn"))]
+  found = {(r["method"], r["workers"]): r for r in rows}
+  assert {m for _, m in found} == {2, 3, 4}
+  for m in (2, 3, 4):
+    for method in ("allreduce_f32", "allgather", "alltoall"):
+      assert found[(method, m)]["network_bytes_per_worker"] == pytest.approx(_expected_bytes(sizes, method, m)), (method, m)
+    # bfloat16 halves the all-reduce (counted from the program as lowered; XLA:CPU widens it).
+    assert found[("allreduce_bf16", m)]["fraction_of_allreduce_f32"] == pytest.approx(0.5)
+  assert found[("alltoall", 3)]["collectives"] == ["all-gather u32 x1", "all-to-all u32 x1"]
+  # Hierarchical, 2 hosts of 2: a float32 reduce-scatter and a gather of the two vote planes stay
+  # inside a host; each device votes half of the words, so a host sends what one alltoall worker of
+  # a 2-worker job sends (up to the agreement counts).
+  words = -(-sum(math.ceil(n / 32) for n in sizes) // 4) * 4
+  hosts_of_two = found[("hierarchical", 4)]
+  assert hosts_of_two["hosts"] == 2
+  assert hosts_of_two["local_bytes_per_worker"] == pytest.approx(1 * 4 * 32 * words / 2 + 1 / 2 * 2 * 4 * words)
+  assert hosts_of_two["network_bytes_per_host"] == pytest.approx(found[("alltoall", 2)]["network_bytes_per_host"], rel=0.02)
+  assert found[("hierarchical", 2)]["network_bytes_per_host"] == 0  # One host.
+  assert ("hierarchical", 3) not in found
+
+
+def test_robustness_quick(data_dir, tmp_path):
+  rows = robustness.main(["--quick", "--data-dir", data_dir, "--out", str(tmp_path)])
+  saved, _ = _written(tmp_path, "robustness")
+  assert [(r["optimizer"], r["kind"], r["num_faulty"]) for r in rows] == [
+      ("signum", "none", 0), ("sgd", "none", 0), ("signum", "negate", 1), ("sgd", "negate", 1)]
+  assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+  # The vote names the negating worker (the last of 3), and no one without faults; SGD has no vote.
+  assert [r["named_faulty"] for r in rows] == [True, None, True, None]
+  assert rows[2]["suspected_workers"] == [2]
+  assert {(s["optimizer"], s["kind"]) for s in saved["summary"]} == {(o, k) for o in ("signum", "sgd") for k in ("none", "negate")}
+
+
+def test_robustness_refuses_a_faulty_majority():
+  with pytest.raises(SystemExit):
+    robustness.main(["--workers", "4", "--max-faulty", "2"])
+
+
+def test_convergence_quick(data_dir, tmp_path):
+  rows = convergence.main(["--quick", "--data-dir", data_dir, "--out", str(tmp_path)])
+  saved, _ = _written(tmp_path, "convergence")
+  assert [r["method"] for r in rows] == ["signum_vote", "signum_single", "sgd_momentum", "adam"]
+  for r in rows:
+    assert r["steps"] == [10, 20] and r["test_accuracy"][-1] == r["final_test_accuracy"]
+    assert 0 < r["train_seconds"][0] < r["train_seconds"][1]
+  assert saved["cifar10"].startswith("absent")
+
+
+def test_cluster_quick(tmp_path):
+  """Two processes over gloo behind capped links (or the best this machine allows): each method timed."""
+  cluster.main(["--quick", "--timeout", "300", "--out", str(tmp_path)])
+  saved, _ = _written(tmp_path, "cluster")
+  assert saved["network"] in ("netns", "capped-loopback", "uncapped-loopback")
+  assert sorted(r["method"] for r in saved["rows"]) == sorted(cluster.FLAT_METHODS)
+  for r in saved["rows"]:
+    assert r["workers"] == 2 and r["rate"] == "1gbit" and r["seconds"] > 0 and 0 <= r["communication_share"] <= 1
+
+
+def test_cluster_rejects_a_bad_rate():
+  with pytest.raises(SystemExit):
+    cluster.main(["--rates", "fast"])

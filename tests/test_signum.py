@@ -83,6 +83,32 @@ def test_strategies_bit_identical_and_exact(num_workers, dtype):
   np.testing.assert_allclose(np.asarray(agree_ag), reference.agreement(flat), rtol=1e-6)
 
 
+@pytest.mark.parametrize("outer_strategy", ["allgather", "alltoall"])
+@pytest.mark.parametrize("hosts, local", [(2, 4), (3, 2), (4, 2)])
+def test_hierarchical_vote_and_agreement_are_those_of_the_host_sums(hosts, local, outer_strategy):
+  """Each host's devices vote one slice each; the gathered vote and agreement are of whole host sums."""
+  rng = np.random.default_rng(hosts * local)
+  values = rng.integers(-2, 3, size=(hosts * local, 7 * 45 + 3)).astype(np.float32)
+  ballots = {"w": jnp.asarray(values[:, :315].reshape(-1, 7, 45)), "s": jnp.asarray(values[:, 315:])}
+  mesh = harness.mesh((hosts, local), ("hosts", "local"))
+  spec = jax.sharding.PartitionSpec(("hosts", "local"))
+  vote = sv.scale_by_majority_vote("hosts", strategy="hierarchical", inner_axis_name="local",
+                                   outer_strategy=outer_strategy)
+
+  def worker(updates):
+    updates = jax.tree.map(lambda u: u[0], updates)
+    votes, state = vote.update(updates, vote.init(updates))
+    return votes, state.agreement
+
+  run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
+  votes, agreement = run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
+
+  flat = np.concatenate([values[:, 315:], values[:, :315]], axis=1)  # Leaves in key order: "s", "w".
+  host_sums = flat.reshape(hosts, local, -1).sum(axis=1)
+  np.testing.assert_array_equal(harness.flat(votes), reference.vote(host_sums))
+  np.testing.assert_allclose(np.asarray(agreement), reference.agreement(host_sums), rtol=1e-6)
+
+
 def test_single_worker_matches_optax_signum_with_decoupled_decay():
   rng = np.random.default_rng(0)
   params = {"a": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=7), jnp.float32)}
