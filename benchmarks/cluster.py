@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 WORKLOADS = ("optimizer_step", "train_step")
 FLAT_METHODS = ("sgd_allreduce", "signum_allgather", "signum_alltoall")
@@ -53,7 +54,9 @@ TREE_COORDINATES, TREE_LEAVES = 25_600_000, 20
 
 
 def _run(*command):
-  subprocess.run(command, check=True, capture_output=True, text=True)
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  if done.returncode:
+    raise RuntimeError(f"cluster: `{' '.join(command)}` failed: {done.stderr.strip()}")
 
 
 def _tbf(rate: str) -> list[str]:
@@ -148,7 +151,7 @@ class Loopback:
 
 
 def namespaces_work() -> bool:
-  if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+  if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc") or not os.access("/etc", os.W_OK):
     return False
   probe = f"svprobe{os.getpid() % 100000}"
   ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
@@ -234,11 +237,29 @@ def worker(args) -> None:
 
   control = pathlib.Path(args.control)
   requests = [0]
+  # Every process compiles the same programs: process 0 compiles each first into a shared
+  # persistent cache and the others load it, rather than M compilers sharing the CPU.
+  jax.config.update("jax_compilation_cache_dir", str(control / "compiled"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+  def compiled_everywhere(step, name: str):
+    # Process 0 first, the others then from the cache; no process may enter the step's collectives
+    # while another still compiles (gloo gives up on a peer after a timeout).
+    if jax.process_index() == 0:
+      step.compile()
+    multihost_utils.sync_global_devices(f"compiled {name} on process 0")
+    if jax.process_index() != 0:
+      step.compile()
+    multihost_utils.sync_global_devices(f"compiled {name}")
+    return step
 
   def at_rate(rate: str) -> None:
     """Every process waits here until the parent has set the links to ``rate``."""
     if jax.process_index() == 0:
-      (control / f"rate-{requests[0]}").write_text(rate)
+      pending = control / f"rate-{requests[0]}.tmp"
+      pending.write_text(rate)
+      pending.rename(control / f"rate-{requests[0]}")  # Whole, never half written, when the parent sees it.
       while not (control / f"go-{requests[0]}").exists():
         time.sleep(0.02)
     requests[0] += 1
@@ -258,7 +279,8 @@ def worker(args) -> None:
     multihost_utils.sync_global_devices(f"local {workload}")
     local = median_time(cluster_steps.local_step(workload, args.batch, args.coordinates, TREE_LEAVES))
     for method in args.methods:
-      step = cluster_steps.distributed_step(workload, method, args.per_host, args.batch, args.coordinates, TREE_LEAVES)
+      step = compiled_everywhere(cluster_steps.distributed_step(
+          workload, method, args.per_host, args.batch, args.coordinates, TREE_LEAVES), f"{workload} {method}")
       for rate in args.rates:
         at_rate(rate)
         seconds = median_time(step)
@@ -338,7 +360,12 @@ def main(argv=None):
   parser.add_argument("--per-host", type=int, default=1, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
-    return worker(args)
+    try:
+      return worker(args)
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+      # At exit JAX would wait for the other processes of the job; fail now so the parent sees it.
+      os._exit(1)  # pylint: disable=protected-access
   for rate in args.rates:
     try:
       _rate_bits(rate)

@@ -1,7 +1,7 @@
 """What :mod:`benchmarks.cluster` times in each worker process: one step of a workload, ready to call.
 
-Each builder returns ``step()``, which runs one step on this process's inputs and blocks until it
-is done; the first call compiles. Parameters are replicated; gradients, batches and optimizer state
+Each builder returns ``step``: ``step()`` runs one step on this process's inputs and blocks until it
+is done (the first call compiles); ``step.compile()`` only compiles. Parameters are replicated; gradients, batches and optimizer state
 that differ per worker are this process's own shard of arrays stacked over the workers.
 """
 
@@ -109,13 +109,7 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
   init = jax.jit(jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=P(), out_specs=specs))
   step = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), specs, *data_specs), out_specs=(P(), specs)),
                  donate_argnums=(0, 1))
-  carry = [params, init(params)]
-
-  def run():
-    carry[:] = step(*carry, *data)
-    jax.block_until_ready(carry)
-
-  return run
+  return _Stepping(step, params, init(params), data)
 
 
 def local_step(workload: str, batch: int, coordinates: int, leaves: int):
@@ -140,11 +134,19 @@ def local_step(workload: str, batch: int, coordinates: int, leaves: int):
     updates, state = opt.update(gradients(params, *data), state, params)
     return optax.apply_updates(params, updates), state
 
-  step = jax.jit(body, donate_argnums=(0, 1))
-  carry = [params, opt.init(params)]
+  return _Stepping(jax.jit(body, donate_argnums=(0, 1)), params, opt.init(params), data)
 
-  def run():
-    carry[:] = step(*carry, *data)
-    jax.block_until_ready(carry)
 
-  return run
+class _Stepping:
+  """``run()``: one blocking step that threads the (donated) parameters and state from call to call."""
+
+  def __init__(self, step, params, state, data):
+    self._step, self._carry, self._data = step, [params, state], data
+
+  def compile(self) -> None:
+    """Compiles without running (a step with collectives runs only when every process calls it)."""
+    self._step.lower(*self._carry, *self._data).compile()
+
+  def __call__(self) -> None:
+    self._carry[:] = self._step(*self._carry, *self._data)
+    jax.block_until_ready(self._carry)

@@ -12,12 +12,12 @@ agreement statistics suspected were exactly the faulty ones. Writes
 """
 
 import argparse
-import os
 import sys
-import tempfile
 
-if __name__ == "__main__" and "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+import benchmarks
+
+if __name__ == "__main__":
+  benchmarks.simulate_cpu_devices(8)  # Before JAX starts.
 
 import numpy as np  # pylint: disable=wrong-import-position
 
@@ -121,8 +121,7 @@ def main(argv=None):
   base.eval_batch_size = args.workers * (base.eval_batch_size // args.workers)  # An equal share each.
   pairs = experiments(args.kinds, args.max_faulty)
   rows = []
-  with tempfile.TemporaryDirectory() as cache:
-    training.enable_compile_cache(cache)
+  with training.compile_cache():
     for kind, f in pairs:
       for optimizer in OPTIMIZERS:
         for seed in range(args.seeds):

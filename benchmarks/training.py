@@ -1,5 +1,6 @@
 """Training runs for the benchmarks: a config with overrides, run in-process, its summary and metrics."""
 
+import contextlib
 import json
 import os
 import tempfile
@@ -9,11 +10,24 @@ import jax
 from train import config_checks, train
 
 
-def enable_compile_cache(path: str) -> None:
-  """Runs that differ only in seeds or fault lists compile the same program: compile it once."""
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+@contextlib.contextmanager
+def compile_cache():
+  """Runs that differ only in seeds or fault lists compile the same programs: compile each once.
+
+  A persistent compilation cache in a temporary folder for the duration; the previous settings are
+  restored after (an importing process, such as the test suite, keeps its own).
+  """
+  options = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
+             "jax_persistent_cache_min_entry_size_bytes": 0}
+  saved = {name: getattr(jax.config, name) for name in options}
+  with tempfile.TemporaryDirectory() as folder:
+    try:
+      for name, value in {**options, "jax_compilation_cache_dir": folder}.items():
+        jax.config.update(name, value)
+      yield
+    finally:
+      for name, value in saved.items():
+        jax.config.update(name, value)
 
 
 def run(config, overrides: dict) -> tuple[dict, list[dict]]:

@@ -21,12 +21,12 @@ Writes ``benchmarks/results/wire_bytes-<date>.{json,md,png}``.
 
 import argparse
 import functools
-import os
 import sys
 
-if __name__ == "__main__" and "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  # Simulated devices must be asked for before JAX starts; 64 covers the largest M.
-  os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=64"
+import benchmarks
+
+if __name__ == "__main__":
+  benchmarks.simulate_cpu_devices(64)  # Before JAX starts; 64 covers the largest M.
 
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
@@ -148,6 +148,7 @@ def plot(rows, path):
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.ticker  # pylint: disable=import-outside-toplevel
 
   names = sorted({r["model"] for r in rows})
   fig, axs = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
@@ -159,7 +160,9 @@ def plot(rows, path):
     d = next(r["coordinates"] for r in rows if r["model"] == model)
     ax.set(title=f"{model} ({d / 1e6:.1f}M coordinates)", xlabel="workers M", ylabel="MB sent per host per step",
            xscale="log", yscale="log")
-    ax.set_xticks(sorted({r["workers"] for r in rows}), labels=[str(m) for m in sorted({r["workers"] for r in rows})])
+    ticks = sorted({r["workers"] for r in rows})
+    ax.set_xticks(ticks, labels=[str(m) for m in ticks], fontsize=7)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()

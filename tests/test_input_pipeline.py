@@ -89,7 +89,7 @@ def test_digits_pixels_are_scaled_to_one(digits):
   assert batch["inputs"].min() == 0.0 and batch["inputs"].max() == 1.0
 
 
-@pytest.mark.parametrize("name, message", [("no_such_dataset", "unknown dataset"), ("mnist", "not prepared")])
+@pytest.mark.parametrize("name, message", [("no_such_dataset", "unknown dataset"), ("mnist", "not prepared"), ("cifar10", "not prepared")])
 def test_unknown_or_unprepared_dataset_is_one_clear_error(data_dir, name, message):
   config = default.get_config()
   config.data_dir, config.dataset = data_dir, name

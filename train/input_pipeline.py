@@ -164,7 +164,7 @@ def _source(name: str, split: str, data_dir):
     if str(e).startswith("Unknown split"):
       raise ConfigError(f"dataset {name!r}: {e} Set --config.train_split / --config.eval_split.") from None
     raise _not_prepared(name, split, data_dir, e) from None
-  except (AssertionError, FileNotFoundError, NotImplementedError) as e:
+  except (AssertionError, FileNotFoundError, KeyError, NotImplementedError) as e:  # KeyError: no splits written.
     raise _not_prepared(name, split, data_dir, e) from None
 
 
