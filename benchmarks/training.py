@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 from train import config_checks, train
 
@@ -24,10 +25,12 @@ def compile_cache():
     try:
       for name, value in {**options, "jax_compilation_cache_dir": folder}.items():
         jax.config.update(name, value)
+      compilation_cache.reset_cache()  # JAX reads the settings when it first compiles after this.
       yield
     finally:
       for name, value in saved.items():
         jax.config.update(name, value)
+      compilation_cache.reset_cache()  # Nothing may write into the folder once it is gone.
 
 
 def run(config, overrides: dict) -> tuple[dict, list[dict]]:
