@@ -34,12 +34,13 @@ import json
 import os
 import pathlib
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+
+from benchmarks import results, timing
 
 WORKLOADS = ("optimizer_step", "train_step")
 FLAT_METHODS = ("sgd_allreduce", "signum_allgather", "signum_alltoall")
@@ -265,25 +266,17 @@ def worker(args) -> None:
     requests[0] += 1
     multihost_utils.sync_global_devices(f"rate {requests[0]}")
 
-  def median_time(step) -> float:
-    step()  # Warm-up (the first call compiled).
-    times = []
-    for _ in range(args.steps):
-      start = time.perf_counter()
-      step()
-      times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
   rows = []
   for workload in args.workloads:
     multihost_utils.sync_global_devices(f"local {workload}")
-    local = median_time(cluster_steps.local_step(workload, args.batch, args.coordinates, TREE_LEAVES))
+    local_step = cluster_steps.local_step(workload, args.batch, args.coordinates, TREE_LEAVES)
+    local = timing.median_seconds(local_step, args.steps, warmup=1)
     for method in args.methods:
       step = compiled_everywhere(cluster_steps.distributed_step(
           workload, method, args.per_host, args.batch, args.coordinates, TREE_LEAVES), f"{workload} {method}")
       for rate in args.rates:
         at_rate(rate)
-        seconds = median_time(step)
+        seconds = timing.median_seconds(step, args.steps, warmup=1)
         rows.append({"workload": workload, "method": method, "rate": rate, "seconds": seconds,
                      "local_seconds": local, "communication_share": max(0.0, 1 - local / seconds)})
       del step
@@ -317,14 +310,11 @@ def _rate_bits(rate: str) -> float:
   raise ValueError(f"a rate is a number and kbit, mbit or gbit (tc's units), like 1gbit; got {rate!r}")
 
 
-def plot(rows, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+def plot(rows):
 
   rates = sorted({r["rate"] for r in rows}, key=_rate_bits)
   workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
-  fig, axs = plt.subplots(len(workloads), len(rates), figsize=(5.5 * len(rates), 3.6 * len(workloads)), squeeze=False)
+  fig, axs = results.figure(len(workloads), len(rates), (5.5 * len(rates), 3.6 * len(workloads)))
   for ax_row, workload in zip(axs, workloads):
     for ax, rate in zip(ax_row, rates):
       mine = [r for r in rows if r["workload"] == workload and r["rate"] == rate]
@@ -336,9 +326,7 @@ def plot(rows, path):
       ax.set_xticks(range(len(mine)), labels, fontsize=6)
       ax.set(title=f"{workload}, {rate} links", ylabel="ms per step")
       ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig
 
 
 def main(argv=None):
@@ -403,8 +391,6 @@ def main(argv=None):
         for r in run_job(mode, m, per_host, methods, args.workloads, args.rates, args):
           rows.append({**r, "workers": m, "hosts": m // per_host})
         print(f"M={m} {', '.join(methods)} done", flush=True)
-
-  from benchmarks import results  # pylint: disable=import-outside-toplevel
 
   meta = {"network": mode, "rates": args.rates, "steps": args.steps, "batch": args.batch,
           "tree": f"{args.coordinates} coordinates in {TREE_LEAVES} leaves"}

@@ -1,8 +1,9 @@
 """What :mod:`benchmarks.cluster` times in each worker process: one step of a workload, ready to call.
 
-Each builder returns ``step``: ``step()`` runs one step on this process's inputs and blocks until it
-is done (the first call compiles); ``step.compile()`` only compiles. Parameters are replicated; gradients, batches and optimizer state
-that differ per worker are this process's own shard of arrays stacked over the workers.
+Each builder returns a :class:`benchmarks.timing.Stepping`: ``step()`` runs one step on this
+process's inputs (the first call compiles); ``step.compile()`` only compiles. Parameters are
+replicated; gradients, batches and optimizer state that differ per worker are this process's own
+shard of arrays stacked over the workers.
 """
 
 import functools
@@ -13,6 +14,7 @@ import numpy as np
 import optax
 
 import signvote_jax as sv
+from benchmarks import timing
 from configs import resnet18_cifar10_signum
 from train import models
 
@@ -109,7 +111,7 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
   init = jax.jit(jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=P(), out_specs=specs))
   step = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), specs, *data_specs), out_specs=(P(), specs)),
                  donate_argnums=(0, 1))
-  return _Stepping(step, params, init(params), data)
+  return timing.Stepping(step, params, init(params), data)
 
 
 def local_step(workload: str, batch: int, coordinates: int, leaves: int):
@@ -134,19 +136,4 @@ def local_step(workload: str, batch: int, coordinates: int, leaves: int):
     updates, state = opt.update(gradients(params, *data), state, params)
     return optax.apply_updates(params, updates), state
 
-  return _Stepping(jax.jit(body, donate_argnums=(0, 1)), params, opt.init(params), data)
-
-
-class _Stepping:
-  """``run()``: one blocking step that threads the (donated) parameters and state from call to call."""
-
-  def __init__(self, step, params, state, data):
-    self._step, self._carry, self._data = step, [params, state], data
-
-  def compile(self) -> None:
-    """Compiles without running (a step with collectives runs only when every process calls it)."""
-    self._step.lower(*self._carry, *self._data).compile()
-
-  def __call__(self) -> None:
-    self._carry[:] = self._step(*self._carry, *self._data)
-    jax.block_until_ready(self._carry)
+  return timing.Stepping(jax.jit(body, donate_argnums=(0, 1)), params, opt.init(params), data)

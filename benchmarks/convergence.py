@@ -67,13 +67,10 @@ def table(rows, targets):
   return "\n".join(lines)
 
 
-def plot(rows, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+def plot(rows):
 
   datasets = sorted({r["dataset"] for r in rows})
-  fig, axs = plt.subplots(len(datasets), 2, figsize=(10, 3.6 * len(datasets)), squeeze=False)
+  fig, axs = results.figure(len(datasets), 2, (10, 3.6 * len(datasets)))
   for (by_step, by_time), dataset in zip(axs, datasets):
     for r in (r for r in rows if r["dataset"] == dataset):
       accuracy = [None if a is None else 100 * a for a in r["test_accuracy"]]
@@ -84,9 +81,7 @@ def plot(rows, path):
     for ax in (by_step, by_time):
       ax.grid(alpha=0.3)
       ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig
 
 
 def main(argv=None):

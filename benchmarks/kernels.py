@@ -11,8 +11,6 @@ Writes ``benchmarks/results/kernels-<device>-<date>.{json,md}``.
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,28 +19,7 @@ import optax
 
 import ops
 import signvote_jax as sv
-from benchmarks import results
-
-def median_seconds(call, repeats: int) -> float:
-  """Median wall time of ``call()`` (blocked until ready) after a compiling call and a warm-up."""
-  times = []
-  for i in range(repeats + 2):
-    start = time.perf_counter()
-    jax.block_until_ready(call())
-    if i >= 2:
-      times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def stepping(step, params, state, grads):
-  """A call for :func:`median_seconds` that threads donated parameters and state through steps."""
-  carry = [params, state]
-
-  def call():
-    carry[:] = step(*carry, grads)
-    return carry
-
-  return call
+from benchmarks import results, timing
 
 
 def signum_step(size, impl):
@@ -86,26 +63,27 @@ def measure(size: int, num_workers: int, impls, repeats: int):
                  "gbps": nbytes / seconds / 1e9})
 
   copy = jax.jit(lambda a: a.copy())
-  add("copy", "xla", median_seconds(lambda: copy(x), repeats), 2 * float_bytes)
+  add("copy", "xla", timing.median_seconds(lambda: copy(x), repeats), 2 * float_bytes)
   for impl in impls:
     pack = jax.jit(lambda a, i=impl: ops.pack_signs(a, impl=i))
-    add("pack", impl, median_seconds(lambda: pack(x), repeats), float_bytes + word_bytes)
+    add("pack", impl, timing.median_seconds(lambda: pack(x), repeats), float_bytes + word_bytes)
     planes = jax.jit(lambda w, i=impl: ops.vote_planes(w, impl=i))
-    add("vote_planes", impl, median_seconds(lambda: planes(words), repeats), (num_workers + 2) * word_bytes)
+    add("vote_planes", impl, timing.median_seconds(lambda: planes(words), repeats), (num_workers + 2) * word_bytes)
     vote = jax.jit(lambda w, i=impl: ops.vote(w, size, impl=i))
-    add("vote", impl, median_seconds(lambda: vote(words), repeats), num_workers * word_bytes + float_bytes)
+    add("vote", impl, timing.median_seconds(lambda: vote(words), repeats), num_workers * word_bytes + float_bytes)
     ema_pack = jax.jit(lambda g, m, i=impl: ops.ema_pack(g, m, 0.9, impl=i))
-    add("ema_pack", impl, median_seconds(lambda: ema_pack(x, x), repeats), 3 * float_bytes + word_bytes)
+    add("ema_pack", impl, timing.median_seconds(lambda: ema_pack(x, x), repeats), 3 * float_bytes + word_bytes)
 
     step, state = signum_step(size, impl)
     params = jnp.zeros((size,), jnp.float32)
-    seconds = median_seconds(stepping(step, params, state, x), repeats)
+    seconds = timing.median_seconds(timing.Stepping(step, params, state, (x,)), repeats)
     # Reads params, momentum, grads; writes params, momentum (the words stay small).
     add("signum_update", impl, seconds, 5 * float_bytes)
 
   step, opt = sgd_step()
   params = jnp.zeros((size,), jnp.float32)
-  add("sgd_momentum_update", "xla", median_seconds(stepping(step, params, opt.init(params), x), repeats), 5 * float_bytes)
+  seconds = timing.median_seconds(timing.Stepping(step, params, opt.init(params), (x,)), repeats)
+  add("sgd_momentum_update", "xla", seconds, 5 * float_bytes)
   return rows
 
 

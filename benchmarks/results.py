@@ -25,8 +25,16 @@ def machine() -> dict:
           "date": datetime.date.today().isoformat()}
 
 
+def figure(nrows: int, ncols: int, figsize, **kwargs):
+  """A figure and its ``[nrows, ncols]`` axes, outside pyplot's global state (nothing to close)."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
 def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESULTS) -> list:
-  """Writes ``<out>/<name>-<device>-<date>.{json,md}`` (and ``.png`` through ``plot(rows, path)``)."""
+  """Writes ``<out>/<name>-<device>-<date>.{json,md}``, and ``.png`` of the figure ``plot(rows)``."""
   info = machine()
   device = re.sub(r"[^A-Za-z0-9]+", "-", info["device"]).strip("-").lower()
   out = pathlib.Path(out)
@@ -36,7 +44,9 @@ def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESUL
   where = f"{info['device']} ({info['cpu']}, {info['cpu_cores']} cores), jax {info['jax']}, {info['date']}"
   text = f"# {name}\n\nMeasured on {where}. Written by `python -m benchmarks.{name}`.\n\n{markdown}\n"
   if plot is not None:
-    plot(rows, stem.with_suffix(".png"))
+    fig = plot(rows)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
     text += f"\n![{name}]({stem.name}.png)\n"
   stem.with_suffix(".md").write_text(text)
   print(text, flush=True)

@@ -73,13 +73,10 @@ def table(stats, pairs, num_workers):
 
 
 def plot_for(kinds, max_faulty):
-  def plot(rows, path):
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  def plot(rows):
 
     stats = aggregate(rows)
-    fig, axs = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), sharey=True, squeeze=False)
+    fig, axs = results.figure(1, len(kinds), (3.2 * len(kinds), 3.2), sharey=True)
     for ax, kind in zip(axs[0], kinds):
       for optimizer, label in (("signum", "Signum + majority vote"), ("sgd", "SGD + all-reduce")):
         keys = [(optimizer, "none", 0)] + [(optimizer, kind, f) for f in range(1, max_faulty + 1)]
@@ -91,9 +88,7 @@ def plot_for(kinds, max_faulty):
       ax.grid(alpha=0.3)
     axs[0][0].set_ylabel("test accuracy (%)")
     axs[0][0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
   return plot
 

@@ -144,14 +144,11 @@ def table(rows, model):
   return "\n".join(lines)
 
 
-def plot(rows, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+def plot(rows):
   import matplotlib.ticker  # pylint: disable=import-outside-toplevel
 
   names = sorted({r["model"] for r in rows})
-  fig, axs = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+  fig, axs = results.figure(1, len(names), (6 * len(names), 4))
   for ax, model in zip(axs[0], names):
     for method in METHODS:
       mine = sorted((r["workers"], r["network_bytes_per_host"]) for r in rows if r["model"] == model and r["method"] == method)
@@ -165,9 +162,7 @@ def plot(rows, path):
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.grid(alpha=0.3)
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return fig
 
 
 def main(argv=None):
