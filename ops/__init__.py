@@ -11,9 +11,10 @@ on a GPU where ``jax_triton`` imports, and JAX otherwise.
 
 from ops.dispatch import IMPLS, resolve_impl
 from ops.packing import ema_pack, num_words, pack_signs, pack_ternary, unpack_signs, unpack_ternary
-from ops.voting import agreement_counts, decode_planes, vote, vote_planes
+from ops.voting import AgreementCounts, agreement_counts, decode_planes, vote, vote_planes
 
 __all__ = [
+    "AgreementCounts",
     "IMPLS",
     "agreement_counts",
     "decode_planes",

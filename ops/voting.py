@@ -1,5 +1,7 @@
 """Majority vote over the packed signs of M workers."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -64,18 +66,36 @@ def vote(words: jax.Array, size: int, dtype=jnp.float32, *, impl: str = "auto") 
   return decode_planes(*_vote_planes_jax(words), size, dtype)
 
 
-def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array):
-  """For each of M workers, on how many non-tied coordinates its sign equals the vote.
+class AgreementCounts(NamedTuple):
+  """Counts over the non-tied coordinates of a vote, from which the vote statistics follow.
+
+  Every field is a sum over coordinates, so the counts of disjoint shards add up to those of the
+  whole buffer.
+  """
+
+  agree: jax.Array  # u32[M]: per worker, coordinates where its sign equals the vote.
+  positive: jax.Array  # u32[M]: per worker, coordinates where it voted +1.
+  vote_positive: jax.Array  # u32[]: coordinates where the vote is +1.
+  total: jax.Array  # u32[]: non-tied coordinates.
+
+
+def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array) -> AgreementCounts:
+  """Counts, for each of M workers, how its ballot relates to the vote on the non-tied coordinates.
 
   Args:
     words: ``u32[M, W]`` ballots.
     sign, nonzero: ``u32[W]`` planes of the vote (``nonzero`` already masked to valid bits).
 
   Returns:
-    ``(agree, total)``: ``u32[M]`` agreeing coordinates per worker and the ``u32[]`` number of
-    non-tied coordinates.
+    An :class:`AgreementCounts`.
   """
-  agree_bits = ~(words ^ sign) & nonzero
-  agree = jnp.sum(jax.lax.population_count(agree_bits), axis=-1, dtype=jnp.uint32)
-  total = jnp.sum(jax.lax.population_count(nonzero), dtype=jnp.uint32)
-  return agree, total
+
+  def count(bits):
+    return jnp.sum(jax.lax.population_count(bits), axis=-1, dtype=jnp.uint32)
+
+  return AgreementCounts(
+      agree=count(~(words ^ sign) & nonzero),
+      positive=count(words & nonzero),
+      vote_positive=count(sign & nonzero),
+      total=count(nonzero),
+  )

@@ -95,29 +95,30 @@ def byzantine(kind: str, workers: Sequence[int], axis_name, seed: int = 0) -> op
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def suspected_workers(agreement) -> list[int]:
-  """Names the workers whose agreement with the vote is suspiciously low.
+def suspected_workers(kappa) -> list[int]:
+  """Names the workers whose chance-corrected agreement with the vote is suspiciously low.
 
-  Honest workers share the true gradient sign, so they agree with the vote well above chance; a
-  worker sending random signs sits near 1/2 and a negating one below it. With fewer than M/2 faulty
-  workers the median is an honest worker's, so a worker is suspected when its agreement falls below
-  the midpoint between chance (1/2) and the median. When the median itself is at chance or below,
-  the statistics carry no signal and no one is named.
+  Honest workers share the true gradient sign, so they agree with the vote well beyond chance
+  (kappa well above 0, see :func:`signvote_jax.vote.vote_statistics`); a worker sending random signs,
+  or a constant ballot (dead or NaN), sits near 0, and a negating one below it. With fewer than M/2
+  faulty workers the median is an honest worker's, so a worker is suspected when its kappa falls
+  below half the median. When the median itself is 0 or below, the statistics carry no signal and
+  no one is named.
 
   Args:
-    agreement: ``f32[M]``, e.g. ``MajorityVoteState.agreement``.
+    kappa: ``f32[M]``, e.g. ``MajorityVoteState.kappa`` (averaged over a few steps: one step's is
+      noisy once the gradients are small).
 
   Returns:
     Sorted indices of the suspected workers.
 
-  >>> suspected_workers([0.9, 0.88, 0.5, 0.91, 0.12])
+  >>> suspected_workers([0.6, 0.55, 0.0, 0.62, -0.5])
   [2, 4]
   """
-  agreement = np.asarray(agreement, np.float64)
-  if agreement.ndim != 1:
-    raise ValueError(f"agreement must be one value per worker (shape [M]), got shape {agreement.shape}.")
-  median = float(np.median(agreement))
-  if not median > 0.5:
+  kappa = np.asarray(kappa, np.float64)
+  if kappa.ndim != 1:
+    raise ValueError(f"kappa must be one value per worker (shape [M]), got shape {kappa.shape}.")
+  median = float(np.median(kappa))
+  if not median > 0:
     return []
-  threshold = 0.5 + (median - 0.5) / 2
-  return [int(i) for i in np.flatnonzero(agreement < threshold)]
+  return [int(i) for i in np.flatnonzero(kappa < median / 2)]

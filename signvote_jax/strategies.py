@@ -1,13 +1,15 @@
 """How the packed sign words travel between workers, and where they are counted.
 
 Each strategy maps this worker's ``u32[W]`` buffer to the vote of all workers as bit planes, equal on
-every worker (and typed invariant over the axis), together with the agreement counts of every worker
-with the vote. ``W`` is a multiple of the worker count where a strategy needs it.
+every worker (and typed invariant over the axis), together with counts of how every worker's ballot
+relates to the vote (``ops.AgreementCounts``), from which the vote statistics follow. ``W`` is a
+multiple of the worker count where a strategy needs it.
 """
 
 from typing import NamedTuple
 
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 
 import ops
@@ -19,8 +21,7 @@ class Tally(NamedTuple):
 
   sign: jax.Array  # u32[W]: bit 1 where the vote is +1.
   nonzero: jax.Array  # u32[W]: bit 1 where the vote is not a tie (and a coordinate lives).
-  agree: jax.Array  # u32[M]: per worker, non-tied coordinates where its sign equals the vote.
-  total: jax.Array  # u32[]: number of non-tied coordinates.
+  counts: ops.AgreementCounts  # Of every worker's ballot against the vote, over all coordinates.
 
 
 def allgather(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
@@ -32,7 +33,7 @@ def allgather(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
   del num_workers  # The gather brings every ballot.
   ballots = jax.lax.all_gather(words, axis_name, to="invarying")
   sign, nonzero = ops.vote_planes(ballots, valid, impl=impl)
-  return Tally(sign, nonzero, *ops.agreement_counts(ballots, sign, nonzero))
+  return Tally(sign, nonzero, ops.agreement_counts(ballots, sign, nonzero))
 
 
 def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
@@ -41,19 +42,19 @@ def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
   About ``2 (M - 1) / M * W`` words per worker for odd M, whatever M: 1/32 of a float32 ring
   all-reduce. For even M a tie must come back as 0, so the way back carries three states; they
   travel in base 3, 20 votes per word (1.6 bits per coordinate where a sign plane and a non-zero
-  plane would take 2), about 1/25 of the all-reduce. The per-worker agreement counts of each shard
-  ride along in the same gather, so a step has one all-to-all and one all-gather, both of uint32
-  words.
+  plane would take 2), about 1/25 of the all-reduce. The agreement counts of each shard (2 M + 2
+  words) ride along in the same gather, so a step has one all-to-all and one all-gather, both of
+  uint32 words.
   """
   shard = words.shape[0] // num_workers
   # Row i of `received` is worker i's copy of the shard that this worker votes.
   received = jax.lax.all_to_all(words.reshape(num_workers, shard), axis_name, 0, 0)
   start = jax.lax.axis_index(axis_name) * shard
   sign, nonzero = ops.vote_planes(received, jax.lax.dynamic_slice_in_dim(valid, start, shard), impl=impl)
-  agree, total = ops.agreement_counts(received, sign, nonzero)
+  counts, unravel_counts = ravel_pytree(ops.agreement_counts(received, sign, nonzero))
   ties_possible = num_workers % 2 == 0
   vote = ops.pack_ternary(sign, nonzero) if ties_possible else sign
-  payload = jnp.concatenate([vote, agree, total[None]])
+  payload = jnp.concatenate([vote, counts])
   gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
   votes = gathered[:, : vote.shape[0]]
   if ties_possible:
@@ -61,9 +62,9 @@ def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
     sign, nonzero = sign.reshape(-1), nonzero.reshape(-1)
   else:
     sign, nonzero = votes.reshape(-1), valid
-  agree = jnp.sum(gathered[:, -num_workers - 1 : -1], axis=0, dtype=jnp.uint32)
-  total = jnp.sum(gathered[:, -1], dtype=jnp.uint32)
-  return Tally(sign, nonzero, agree, total)
+  # Counts are sums over coordinates: those of the whole buffer add up from the shards'.
+  counts = unravel_counts(jnp.sum(gathered[:, vote.shape[0] :], axis=0, dtype=jnp.uint32))
+  return Tally(sign, nonzero, counts)
 
 
 def hierarchical(layout, leaves, inner_axis_name, axis_name, num_hosts: int, exchange, impl: str) -> Tally:
@@ -83,8 +84,7 @@ def hierarchical(layout, leaves, inner_axis_name, axis_name, num_hosts: int, exc
   tally = exchange(ops.pack_signs(mine, impl=impl), valid, axis_name, num_hosts, impl)
   planes = jnp.stack([tally.sign, tally.nonzero])
   sign, nonzero = jax.lax.all_gather(planes, inner_axis_name, axis=1, tiled=True, to="invarying")
-  agree, total = jax.lax.psum((tally.agree, tally.total), inner_axis_name)
-  return Tally(sign, nonzero, agree, total)
+  return Tally(sign, nonzero, jax.lax.psum(tally.counts, inner_axis_name))
 
 
 EXCHANGES = {"allgather": allgather, "alltoall": alltoall}

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import ops
 from ops import dispatch
 from signvote_jax import axes
 from signvote_jax import strategies
@@ -16,10 +17,47 @@ OUTER_STRATEGIES = tuple(strategies.EXCHANGES)
 
 
 class MajorityVoteState(NamedTuple):
-  """State of :func:`scale_by_majority_vote`: statistics of the last vote."""
+  """State of :func:`scale_by_majority_vote`: statistics of the last vote (see :func:`vote_statistics`).
 
-  agreement: jax.Array  # f32[M]: per worker (per host for "hierarchical"), the fraction of non-tied
-  # coordinates where its sign equaled the vote; 1/2 (no information) where every coordinate tied.
+  Per worker (per host for ``"hierarchical"``), over the coordinates where the vote was not a tie.
+  """
+
+  agreement: jax.Array  # f32[M]: the fraction where its sign equaled the vote (1/2 if all tied).
+  kappa: jax.Array  # f32[M]: that agreement beyond chance, Cohen's kappa (0 if all tied).
+
+
+def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
+  r"""Agreement of each worker with the vote, raw and corrected for chance.
+
+  With :math:`a_m` the fraction of non-tied coordinates where worker m's sign equals the vote,
+  :math:`q_m` the fraction where worker m sent +1 and :math:`p` the fraction where the vote is +1,
+  a ballot unrelated to the vote agrees by chance on :math:`e_m = q_m p + (1 - q_m)(1 - p)`, and
+
+  .. math::  \kappa_m = \frac{a_m - e_m}{1 - e_m}
+
+  (Cohen's kappa) is 0 for a ballot that carries no information about the vote, whatever its share
+  of +1: exactly 0 for a constant ballot (a dead worker sends all +1, a NaN one all -1), whose raw
+  agreement is high wherever the vote leans its way; near 0 for random signs (a little above, as
+  the ballot is one of the M that make the vote). Honest workers score well above 0, negating ones
+  below. Where :math:`e_m = 1` (worker and vote constant and equal) kappa is 0.
+
+  Args:
+    counts: the counts of a vote, summed over all coordinates.
+
+  Returns:
+    A :class:`MajorityVoteState` of ``agreement`` (:math:`a_m`) and ``kappa``.
+  """
+  total = counts.total.astype(jnp.float32)
+  decided = total > 0
+
+  def share(count):
+    return count.astype(jnp.float32) / jnp.maximum(total, 1)
+
+  agree, positive, vote_positive = share(counts.agree), share(counts.positive), share(counts.vote_positive)
+  chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
+  informative = decided & (chance < 1)
+  kappa = jnp.where(informative, (agree - chance) / jnp.where(informative, 1 - chance, 1), 0.0)
+  return MajorityVoteState(agreement=jnp.where(decided, agree, 0.5), kappa=kappa)
 
 
 def check_floating(tree, who: str) -> None:
@@ -75,9 +113,9 @@ def scale_by_majority_vote(
     impl: kernel implementation, ``"auto"``, ``"jax"`` or ``"triton"`` (see ``ops``).
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read it from
-    any optimizer state with ``optax.tree.get(opt_state, "agreement")`` and pass it to
-    :func:`signvote_jax.suspected_workers`.
+    An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read its
+    fields from any optimizer state with ``optax.tree.get(opt_state, "kappa")`` (or
+    ``"agreement"``), and pass the kappa to :func:`signvote_jax.suspected_workers`.
 
   Example (one worker per device; identical gradients vote their own signs):
 
@@ -133,7 +171,7 @@ def scale_by_majority_vote(
           f"{who}: init needs the worker count; call init inside the map over {axis_name!r}, "
           "or pass num_workers=M when building the transform."
       )
-    return MajorityVoteState(agreement=jnp.full((count,), 0.5, jnp.float32))
+    return MajorityVoteState(agreement=jnp.full((count,), 0.5, jnp.float32), kappa=jnp.zeros((count,), jnp.float32))
 
   def update_fn(updates, state, params=None):
     del params
@@ -141,7 +179,7 @@ def scale_by_majority_vote(
     leaves, treedef = jax.tree.flatten(updates)
     if axis_name is None:
       votes = [jnp.where(leaf >= 0, 1, -1).astype(leaf.dtype) for leaf in leaves]
-      return treedef.unflatten(votes), MajorityVoteState(jnp.ones((1,), jnp.float32))
+      return treedef.unflatten(votes), MajorityVoteState(jnp.ones((1,), jnp.float32), jnp.ones((1,), jnp.float32))
     count = axes.axis_size(axis_name, who)
     if state.agreement.shape != (count,):
       raise ValueError(
@@ -159,12 +197,9 @@ def scale_by_majority_vote(
     else:
       layout = WordLayout.of(leaves, multiple=multiple)
       tally = exchange(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, count, impl)
-    agreement = jnp.where(
-        tally.total > 0, tally.agree.astype(jnp.float32) / jnp.maximum(tally.total, 1), 0.5
-    )
     votes = layout.decode(tally.sign, tally.nonzero, leaves)
     # Equal on every worker; kept varying only where a per_worker wrapper typed the state so.
-    agreement = axes.match_varying(agreement, state.agreement)
-    return treedef.unflatten(votes), MajorityVoteState(agreement=agreement)
+    statistics = jax.tree.map(axes.match_varying, vote_statistics(tally.counts), state)
+    return treedef.unflatten(votes), statistics
 
   return optax.GradientTransformation(init_fn, update_fn)

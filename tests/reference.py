@@ -34,6 +34,24 @@ def agreement(ballots):
   return (signs[:, decided] == votes[decided]).mean(axis=1)
 
 
+def kappa(ballots):
+  """Per worker, Cohen's kappa of its signs against the vote, over the non-tied coordinates."""
+  votes = vote(ballots)
+  decided = votes != 0
+  out = np.zeros(ballots.shape[0])
+  if not decided.any():
+    return out
+  signs = np.where(sign_bits(ballots), 1.0, -1.0)[:, decided]
+  votes = votes[decided]
+  vote_positive = np.mean(votes > 0)
+  for m, worker in enumerate(signs):
+    positive = np.mean(worker > 0)
+    chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
+    if chance < 1:
+      out[m] = (np.mean(worker == votes) - chance) / (1 - chance)
+  return out
+
+
 def signum_majority(x0, grad, num_workers, steps, lr, b1, weight_decay, every_k=1, clip_norm=None):
   """Algorithm 1 of Bernstein et al. on a flat parameter vector, with M workers.
 

@@ -40,10 +40,10 @@ def _expected_bytes(sizes, method, m):
   if method == "allgather":
     return (m - 1) * 4 * words
   # alltoall: the padded words to their voters, then each voter's shard of votes (sign words for odd
-  # M, base-3 words of 20 votes for even M) and its M + 1 agreement counts back to everyone.
+  # M, base-3 words of 20 votes for even M) and its 2 M + 2 agreement counts back to everyone.
   shard = math.ceil(words / m)
   back = shard if m % 2 else math.ceil(32 * shard / 20)
-  return (m - 1) / m * 4 * m * shard + (m - 1) / m * 4 * m * (back + m + 1)
+  return (m - 1) / m * 4 * m * shard + (m - 1) / m * 4 * m * (back + 2 * m + 2)
 
 
 def test_wire_bytes_quick_match_the_layout(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 import signvote_jax as sv
 from signvote_jax import faults
-from tests import harness
+from tests import harness, reference
 
 M = 7
 AXIS = "workers"
@@ -18,7 +18,7 @@ DIM = 256
 def _train_quadratic(opt, steps, noise=0.5, seed=0):
   """Minimises 1/2 |x|^2 from x0 ~ N(0, 9) with per-worker noisy gradients x + noise * N(0, 1).
 
-  Returns the final parameters and, for a vote, each worker's agreement averaged over the steps.
+  Returns the final parameters and, for a vote, each worker's kappa averaged over the steps.
   """
   mesh = harness.mesh((M,), (AXIS,))
   x0 = 3.0 * jax.random.normal(jax.random.key(seed), (DIM,))
@@ -30,16 +30,16 @@ def _train_quadratic(opt, steps, noise=0.5, seed=0):
       x, state = carry
       grads = x + noise * jax.random.normal(jax.random.fold_in(key, t), x.shape)
       updates, state = opt.update(grads, state, x)
-      agreement = optax.tree.get(state, "agreement", jnp.zeros(M))
-      return (optax.apply_updates(x, updates), state), agreement
+      kappa = optax.tree.get(state, "kappa", jnp.zeros(M))
+      return (optax.apply_updates(x, updates), state), kappa
 
-    (x, _), agreement = jax.lax.scan(step, (x, opt.init(x)), jnp.arange(steps))
-    return x, agreement.mean(axis=0)
+    (x, _), kappa = jax.lax.scan(step, (x, opt.init(x)), jnp.arange(steps))
+    return x, kappa.mean(axis=0)
 
   run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=jax.sharding.PartitionSpec(),
                               out_specs=jax.sharding.PartitionSpec()))
-  x, agreement = run(jax.device_put(x0, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
-  return np.asarray(x), np.asarray(x0), np.asarray(agreement)
+  x, kappa = run(jax.device_put(x0, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
+  return np.asarray(x), np.asarray(x0), np.asarray(kappa)
 
 
 def _distance_ratio(x, x0):
@@ -50,9 +50,9 @@ def _distance_ratio(x, x0):
 def test_signum_converges_with_three_of_seven_negating(strategy):
   fault = faults.byzantine("negate", workers=[1, 4, 6], axis_name=AXIS)
   opt = sv.signum(0.02, 0.9, axis_name=AXIS, strategy=strategy, fault=fault)
-  x, x0, agreement = _train_quadratic(opt, steps=300)
+  x, x0, kappa = _train_quadratic(opt, steps=300)
   assert _distance_ratio(x, x0) < 0.1
-  assert sv.suspected_workers(agreement) == [1, 4, 6]
+  assert sv.suspected_workers(kappa) == [1, 4, 6]
 
 
 def test_negating_majority_breaks_the_vote():
@@ -77,17 +77,48 @@ def test_one_bad_worker_breaks_averaging_but_not_the_vote(kind):
   assert _distance_ratio(x_vote, x0) < 0.1
 
 
+@pytest.mark.parametrize("workers", [[0, 5], [0, 3, 5]])
 @pytest.mark.parametrize("kind", faults.KINDS)
-def test_agreement_names_the_faulty_workers(kind):
-  fault = faults.byzantine(kind, workers=[0, 5], axis_name=AXIS, seed=3)
-  _, _, agreement = _train_quadratic(sv.signum(0.02, 0.9, axis_name=AXIS, fault=fault), steps=100)
-  assert sv.suspected_workers(agreement) == [0, 5], agreement
+def test_kappa_names_the_faulty_workers(kind, workers):
+  """Up to the most the vote tolerates (3 of 7), including constant ballots (zero, nan) that agree
+  with the vote wherever it leans their way."""
+  fault = faults.byzantine(kind, workers=workers, axis_name=AXIS, seed=3)
+  _, _, kappa = _train_quadratic(sv.signum(0.02, 0.9, axis_name=AXIS, fault=fault), steps=100)
+  assert sv.suspected_workers(kappa) == workers, kappa
+
+
+@pytest.mark.parametrize("kind, workers", [("zero", [5, 6]), ("zero", [4, 5, 6]), ("nan", [4, 5, 6])])
+def test_kappa_names_constant_ballots_that_raw_agreement_ranks_first(kind, workers):
+  """Where the true signs lean +1, dead (all +1) and NaN (all -1) workers agree with the vote on
+  most coordinates, raw agreement can rank them above the honest; their kappa is exactly 0."""
+  rng = np.random.default_rng(0)
+  truth = np.where(rng.random(4096) < 0.8, 1.0, -1.0)
+  # Honest workers see the true sign on 3 coordinates in 4, with magnitudes that vary.
+  honest = np.where(rng.random((M, truth.size)) < 0.75, truth, -truth) * rng.uniform(0.1, 1.0, (M, truth.size))
+  opt = optax.chain(faults.byzantine(kind, workers, AXIS), sv.scale_by_majority_vote(AXIS))
+  mesh = harness.mesh((M,), (AXIS,))
+  spec = jax.sharding.PartitionSpec(AXIS)
+
+  def worker(update):
+    _, state = opt.update(update[0], opt.init(update[0]))
+    return optax.tree.get(state, "agreement"), optax.tree.get(state, "kappa")
+
+  run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
+  agreement, kappa = map(np.asarray, run(jax.device_put(jnp.asarray(honest, jnp.float32),
+                                                        jax.sharding.NamedSharding(mesh, spec))))
+  sent = honest.copy()
+  sent[workers] = 0.0 if kind == "zero" else np.nan
+  np.testing.assert_allclose(kappa, reference.kappa(sent), rtol=1e-5, atol=1e-6)
+  honest_workers = [m for m in range(M) if m not in workers]
+  assert agreement[workers].min() > np.median(agreement[honest_workers]), agreement
+  np.testing.assert_array_equal(kappa[workers], 0.0)
+  assert sv.suspected_workers(kappa) == workers, kappa
 
 
 def test_honest_run_names_no_one():
-  _, _, agreement = _train_quadratic(sv.signum(0.02, 0.9, axis_name=AXIS), steps=100)
-  assert sv.suspected_workers(agreement) == []
-  assert np.all(agreement > 0.5)
+  _, _, kappa = _train_quadratic(sv.signum(0.02, 0.9, axis_name=AXIS), steps=100)
+  assert sv.suspected_workers(kappa) == []
+  assert np.all(kappa > 0)
 
 
 def test_faults_replace_only_what_the_listed_workers_send():
@@ -110,5 +141,7 @@ def test_faults_replace_only_what_the_listed_workers_send():
 
 
 def test_suspected_workers_rule():
-  assert sv.suspected_workers([0.9, 0.9, 0.5, 0.1, 0.88]) == [2, 3]
-  assert sv.suspected_workers([0.5, 0.5, 0.5]) == []  # no signal: no one is named
+  assert sv.suspected_workers([0.8, 0.8, 0.37, -0.5, 0.76]) == [2, 3]  # below half the median, 0.38
+  assert sv.suspected_workers([0.8, 0.8, 0.39, -0.5, 0.76]) == [3]
+  assert sv.suspected_workers([0.0, 0.0, 0.0]) == []  # no signal: no one is named
+  assert sv.suspected_workers([-0.2, 0.3, -0.1]) == []

@@ -51,11 +51,13 @@ def test_vote_matches_reference(num_workers, size):
   layout = WordLayout.of([ballots[0]])
   sign, nonzero = ops.vote_planes(words, layout.valid_mask())
   np.testing.assert_array_equal(np.asarray(ops.decode_planes(sign, nonzero, size, jnp.float32)), expected)
-  agree, total = ops.agreement_counts(words, sign, nonzero)
+  counts = ops.agreement_counts(words, sign, nonzero)
   decided = expected != 0
-  assert int(total) == decided.sum()
-  signs = np.where(ballots >= 0, 1.0, -1.0)
-  np.testing.assert_array_equal(np.asarray(agree), (signs[:, decided] == expected[decided]).sum(axis=1))
+  signs = np.where(ballots >= 0, 1.0, -1.0)[:, decided]
+  assert int(counts.total) == decided.sum()
+  assert int(counts.vote_positive) == (expected[decided] > 0).sum()
+  np.testing.assert_array_equal(np.asarray(counts.agree), (signs == expected[decided]).sum(axis=1))
+  np.testing.assert_array_equal(np.asarray(counts.positive), (signs > 0).sum(axis=1))
 
 
 def test_layout_places_each_leaf_on_a_word_boundary():

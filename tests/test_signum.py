@@ -52,7 +52,7 @@ def _vote_on_workers(vote, ballots, num_workers):
   def worker(updates):
     updates = jax.tree.map(lambda u: u[0], updates)
     votes, state = vote.update(updates, vote.init(updates))
-    return votes, state.agreement
+    return votes, state
 
   run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
   return run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
@@ -71,22 +71,24 @@ def test_strategies_bit_identical_and_exact(num_workers, dtype):
       s: _vote_on_workers(sv.scale_by_majority_vote("workers", strategy=s), ballots, num_workers)
       for s in ("allgather", "alltoall")
   }
-  (votes_ag, agree_ag), (votes_a2a, agree_a2a) = results["allgather"], results["alltoall"]
+  (votes_ag, state_ag), (votes_a2a, state_a2a) = results["allgather"], results["alltoall"]
   for key in ballots:
     assert votes_ag[key].dtype == dtype
     np.testing.assert_array_equal(np.asarray(votes_ag[key]), np.asarray(votes_a2a[key]))
-  np.testing.assert_array_equal(np.asarray(agree_ag), np.asarray(agree_a2a))
+  for statistic_ag, statistic_a2a in zip(state_ag, state_a2a):
+    np.testing.assert_array_equal(np.asarray(statistic_ag), np.asarray(statistic_a2a))
 
   flat = np.concatenate([np.asarray(ballots["s"], np.float32)[:, None],
                          np.asarray(ballots["w"], np.float32).reshape(num_workers, -1)], axis=1)
   np.testing.assert_array_equal(harness.flat(votes_ag), reference.vote(flat))
-  np.testing.assert_allclose(np.asarray(agree_ag), reference.agreement(flat), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state_ag.agreement), reference.agreement(flat), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state_ag.kappa), reference.kappa(flat), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("outer_strategy", ["allgather", "alltoall"])
 @pytest.mark.parametrize("hosts, local", [(2, 4), (3, 2), (4, 2)])
-def test_hierarchical_vote_and_agreement_are_those_of_the_host_sums(hosts, local, outer_strategy):
-  """Each host's devices vote one slice each; the gathered vote and agreement are of whole host sums."""
+def test_hierarchical_vote_and_statistics_are_those_of_the_host_sums(hosts, local, outer_strategy):
+  """Each host's devices vote one slice each; the gathered vote and statistics are of whole host sums."""
   rng = np.random.default_rng(hosts * local)
   values = rng.integers(-2, 3, size=(hosts * local, 7 * 45 + 3)).astype(np.float32)
   ballots = {"w": jnp.asarray(values[:, :315].reshape(-1, 7, 45)), "s": jnp.asarray(values[:, 315:])}
@@ -98,15 +100,16 @@ def test_hierarchical_vote_and_agreement_are_those_of_the_host_sums(hosts, local
   def worker(updates):
     updates = jax.tree.map(lambda u: u[0], updates)
     votes, state = vote.update(updates, vote.init(updates))
-    return votes, state.agreement
+    return votes, state
 
   run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
-  votes, agreement = run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
+  votes, state = run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
 
   flat = np.concatenate([values[:, 315:], values[:, :315]], axis=1)  # Leaves in key order: "s", "w".
   host_sums = flat.reshape(hosts, local, -1).sum(axis=1)
   np.testing.assert_array_equal(harness.flat(votes), reference.vote(host_sums))
-  np.testing.assert_allclose(np.asarray(agreement), reference.agreement(host_sums), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state.agreement), reference.agreement(host_sums), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state.kappa), reference.kappa(host_sums), rtol=1e-5, atol=1e-6)
 
 
 def test_single_worker_matches_optax_signum_with_decoupled_decay():

@@ -49,10 +49,11 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   train_lines = [l for l in records if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
   assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement",
-                                  "suspected_workers", "train_seconds"}
+                                  "kappa", "suspected_workers", "train_seconds"}
   seconds = [l["train_seconds"] for l in train_lines]
   assert 0 < seconds[0] and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[-1] < written["wall_seconds"]
   assert len(train_lines[-1]["agreement"]) == 8 and min(train_lines[-1]["agreement"]) > 0.5
+  assert len(train_lines[-1]["kappa"]) == 8 and min(train_lines[-1]["kappa"]) > 0
   test_lines = [l for l in records if l["split"] == "test"]
   assert [l["step"] for l in test_lines] == list(range(config.eval_every, config.num_steps + 1, config.eval_every))
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == str(config.num_steps)
@@ -78,9 +79,9 @@ def test_each_optimizer_learns_digits(digits_config, tmp_path, overrides):
   if digits_config.optimizer == "signum":
     # Hierarchical votes are of hosts; by default a host is the process's 4 workers.
     voters = 4 // (digits_config.workers_per_host or 4) if digits_config.strategy == "hierarchical" else 4
-    assert len(last["agreement"]) == voters
+    assert len(last["agreement"]) == len(last["kappa"]) == voters
   else:
-    assert "agreement" not in last
+    assert "agreement" not in last and "kappa" not in last
 
 
 def test_negating_minority_is_outvoted_and_named(digits_config, tmp_path):

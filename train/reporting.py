@@ -65,18 +65,19 @@ class Reporter:
 
 
 def plot_curves(records: list[dict], path: str) -> None:
-  """Loss and accuracy of every split against steps, and per-worker vote agreement if logged."""
+  """Loss and accuracy of every split against steps, and the per-worker vote statistics if logged."""
   splits = sorted({r["split"] for r in records})
-  has_agreement = any("agreement" in r for r in records)
-  panels = ["loss", "accuracy"] + (["agreement"] if has_agreement else [])
+  per_worker = {"agreement": ("agreement with the vote", 0.5), "kappa": ("kappa (agreement beyond chance)", 0.0)}
+  panels = ["loss", "accuracy"] + [name for name in per_worker if any(name in r for r in records)]
   figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
   for axes, name in zip(figure.subplots(1, len(panels)), panels):
-    if name == "agreement":
-      rows = [r for r in records if "agreement" in r]
-      for worker in range(len(rows[0]["agreement"])):
-        axes.plot([r["step"] for r in rows], [r["agreement"][worker] for r in rows], label=f"worker {worker}")
-      axes.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-      axes.set_ylabel("agreement with the vote")
+    if name in per_worker:
+      label, chance = per_worker[name]
+      rows = [r for r in records if name in r]
+      for worker in range(len(rows[0][name])):
+        axes.plot([r["step"] for r in rows], [r[name][worker] for r in rows], label=f"worker {worker}")
+      axes.axhline(chance, color="grey", linestyle=":", linewidth=1)
+      axes.set_ylabel(label)
     else:
       for split in splits:
         rows = [r for r in records if r["split"] == split and r.get(name) is not None]

@@ -25,6 +25,9 @@ import signvote_jax as sv
 from train import checkpoints, config_checks, input_pipeline, models, optimizers, reporting
 from train.errors import ConfigError
 
+# Logged per worker when the optimizer votes: the fields of the vote's state.
+VOTE_STATISTICS = sv.MajorityVoteState._fields
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -138,8 +141,8 @@ def make_train_step(exp: Experiment, specs: TrainState):
   """A jitted step: each worker's loss and gradients on its batch, then the optimizer's exchange.
 
   Returns ``(state, metrics)``. Loss and accuracy are per worker (``[M]``, averaged on the host, so
-  that the step holds no collective beyond the optimizer's); ``agreement`` is the vote's statistic
-  of this step (``f32[M]``, equal on every worker), if the optimizer votes.
+  that the step holds no collective beyond the optimizer's); ``agreement`` and ``kappa`` are the
+  vote's statistics of this step (``f32[M]`` each, equal on every worker), if the optimizer votes.
   """
   model, tx, axes = exp.model, exp.tx, exp.mesh.axis_names
   dropout_key = jax.random.key(exp.config.seed + 1)
@@ -166,8 +169,9 @@ def make_train_step(exp: Experiment, specs: TrainState):
     new_state = TrainState(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state)
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
     per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
-    agreement = optax.tree.get(opt_state, "agreement")
-    return sv.stack_varying(new_state, specs), (per_worker, {} if agreement is None else {"agreement": agreement})
+    statistics = {name: optax.tree.get(opt_state, name) for name in VOTE_STATISTICS}
+    shared = {} if statistics["kappa"] is None else statistics
+    return sv.stack_varying(new_state, specs), (per_worker, shared)
 
   mapped = jax.shard_map(step, mesh=exp.mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
   return jax.jit(mapped, donate_argnums=0)
@@ -284,8 +288,8 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
 def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
   """Train metrics averaged over the steps in ``pending`` (the last of them is step ``done``).
 
-  Vote agreement is averaged too: one step's agreement is noisy once the gradients are small, and
-  the mean over the log period names faulty workers without naming honest ones by chance.
+  The vote statistics are averaged too: one step's are noisy once the gradients are small, and the
+  mean over the log period names faulty workers without naming honest ones by chance.
   """
   fetched = to_host(pending)
   first = done - len(fetched) + 1
@@ -302,8 +306,8 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
       "accuracy": float(np.mean([m["accuracy"] for m, _ in fetched])),
       "learning_rate": float(schedule(done - 1)),
   }
-  if "agreement" in fetched[0][1]:
-    agreement = np.mean([shared["agreement"] for _, shared in fetched], axis=0)
-    out["agreement"] = agreement.tolist()
-    out["suspected_workers"] = sv.suspected_workers(agreement)
+  if fetched[0][1]:
+    for name in VOTE_STATISTICS:
+      out[name] = np.mean([shared[name] for _, shared in fetched], axis=0).tolist()
+    out["suspected_workers"] = sv.suspected_workers(out["kappa"])
   return out
