@@ -37,12 +37,14 @@ def experiments(kinds, max_faulty):
 def measure(base, optimizer, kind, num_faulty, seed) -> dict:
   overrides = {**OPTIMIZERS[optimizer], "seed": seed, "faults.kind": "" if kind == "none" else kind,
                "faults.num_faulty": num_faulty}
-  summary, _ = training.run(base, overrides)
+  summary, records = training.run(base, overrides)
   faulty = list(range(base.num_workers - num_faulty, base.num_workers))
   suspected = summary["suspected_workers"]
+  # The vote's statistic behind the naming: each worker's kappa over the last log period.
+  kappa = [r for r in records if r["split"] == "train"][-1].get("kappa")
   return {"optimizer": optimizer, "kind": kind, "num_faulty": num_faulty, "seed": seed,
           "test_accuracy": summary["test_accuracy"], "suspected_workers": suspected,
-          "named_faulty": None if suspected is None else sorted(suspected) == faulty,
+          "named_faulty": None if suspected is None else sorted(suspected) == faulty, "kappa": kappa,
           "wall_seconds": summary["wall_seconds"]}
 
 

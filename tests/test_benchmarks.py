@@ -80,6 +80,8 @@ def test_robustness_quick(data_dir, tmp_path):
   # The vote names the negating worker (the last of 3), and no one without faults; SGD has no vote.
   assert [r["named_faulty"] for r in rows] == [True, None, True, None]
   assert rows[2]["suspected_workers"] == [2]
+  kappa = rows[2]["kappa"]  # The statistic behind the naming, for each of the 3 workers.
+  assert len(kappa) == 3 and kappa[2] < 0 < min(kappa[:2]) and rows[1]["kappa"] is None
   assert {(s["optimizer"], s["kind"]) for s in saved["summary"]} == {(o, k) for o in ("signum", "sgd") for k in ("none", "negate")}
 
 
