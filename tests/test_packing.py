@@ -36,7 +36,8 @@ def test_zero_signs_follow_design():
   assert int(words[0]) == 0b100011
 
 
-@pytest.mark.parametrize("num_workers", [1, 2, 3, 4, 7, 8, 9])
+# 32 ballots are counted in one block; 33 and 70 add block counts (ops.voting._ROWS_PER_BLOCK).
+@pytest.mark.parametrize("num_workers", [1, 2, 3, 4, 7, 8, 9, 32, 33, 70])
 @pytest.mark.parametrize("size", [1, 31, 33, 200])
 def test_vote_matches_reference(num_workers, size):
   rng = np.random.default_rng(num_workers * 1000 + size)
