@@ -52,46 +52,26 @@ def _vote_planes_jax(words):
 
 
 _ALL_BITS = 0xFFFFFFFF
-# Ballots counted in one unrolled (fused) block; larger blocks compile superlinearly slower.
-_ROWS_PER_BLOCK = 32
 
 
 def _bit_sliced_count(words):
-  """``u32[M, W]`` to the bits of each position's count of 1 bits: planes ``u32[W]``, least significant first."""
-  num_rows, num_words = words.shape
-  width = num_rows.bit_length()
-  if num_rows <= _ROWS_PER_BLOCK:
-    return _count_rows(words, width)
-  # Rows of zeros count nothing: pad to whole blocks, count each block, add the block counts up.
-  num_blocks = -(-num_rows // _ROWS_PER_BLOCK)
-  blocks = jnp.pad(words, ((0, num_blocks * _ROWS_PER_BLOCK - num_rows), (0, 0)))
-  blocks = blocks.reshape(num_blocks, _ROWS_PER_BLOCK, num_words)
+  """``u32[M, W]`` to the bits of each position's count of 1 bits: planes ``u32[W]``, least significant first.
 
-  def add_block(total, block):
-    return _add(total, _count_rows(block, _ROWS_PER_BLOCK.bit_length())), None
+  A loop over the ballots, deliberately not unrolled: XLA fuses an unrolled count into every
+  consumer of the planes and recomputes it there (once per ballot row in the agreement counts,
+  once per bit when the vote is decoded); a loop's result is computed once.
+  """
+  width = words.shape[0].bit_length()
+
+  def add_ballot(count, ballot):
+    carry, out = ballot, []
+    for plane in count:
+      out.append(plane ^ carry)
+      carry = plane & carry
+    return tuple(out), None
 
   zero = jnp.zeros_like(words[0])  # Typed like the ballots (varying or not inside shard_map).
-  return list(jax.lax.scan(add_block, (zero,) * width, blocks)[0])
-
-
-def _count_rows(words, width: int):
-  """Bit-sliced count of the rows of ``words``, in ``width`` planes (enough for its row count)."""
-  planes = [jnp.zeros(words.shape[1:], jnp.uint32)] * width
-  for row in range(words.shape[0]):
-    carry = words[row]
-    for k, plane in enumerate(planes):
-      planes[k], carry = plane ^ carry, plane & carry
-  return planes
-
-
-def _add(total, count):
-  """Bit-sliced ``total + count`` in ``len(total)`` planes (a ripple-carry adder on whole words)."""
-  out, carry = [], jnp.zeros_like(total[0])
-  for k, a in enumerate(total):
-    b = count[k] if k < len(count) else jnp.zeros_like(a)
-    out.append(a ^ b ^ carry)
-    carry = (a & b) | (carry & (a ^ b))
-  return tuple(out)
+  return list(jax.lax.scan(add_ballot, (zero,) * width, words)[0])
 
 
 def _at_least(count, threshold: int):

@@ -36,7 +36,7 @@ def test_zero_signs_follow_design():
   assert int(words[0]) == 0b100011
 
 
-# 32 ballots are counted in one block; 33 and 70 add block counts (ops.voting._ROWS_PER_BLOCK).
+# Up to 70 ballots: counts of 6 and 7 bits in the bit-sliced vote.
 @pytest.mark.parametrize("num_workers", [1, 2, 3, 4, 7, 8, 9, 32, 33, 70])
 @pytest.mark.parametrize("size", [1, 31, 33, 200])
 def test_vote_matches_reference(num_workers, size):
