@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from ops import dispatch
 from ops import packing
 
+_ALL_BITS = 0xFFFFFFFF
+
 
 def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, impl: str = "auto"):
   """Votes ``u32[M, W]`` (row m: worker m's packed signs) into two bit planes.
@@ -51,9 +53,6 @@ def _vote_planes_jax(words):
   return sign, ~_equals(count, num_workers // 2)
 
 
-_ALL_BITS = 0xFFFFFFFF
-
-
 def _bit_sliced_count(words):
   """``u32[M, W]`` to the bits of each position's count of 1 bits: planes ``u32[W]``, least significant first.
 
@@ -75,15 +74,13 @@ def _bit_sliced_count(words):
 
 
 def _at_least(count, threshold: int):
-  """Bit 1 where the bit-sliced ``count`` is at least the constant ``threshold``."""
+  """Bit 1 where the bit-sliced ``count`` is at least the constant ``threshold`` (< 2 ** len(count))."""
   greater, equal = jnp.zeros_like(count[0]), jnp.full_like(count[0], _ALL_BITS)
   for k in reversed(range(len(count))):  # From the most significant bit down.
     if (threshold >> k) & 1:
       equal = equal & count[k]
     else:
       greater, equal = greater | (equal & count[k]), equal & ~count[k]
-  if threshold >> len(count):
-    return jnp.zeros_like(greater)  # The count cannot reach it.
   return greater | equal
 
 
