@@ -18,6 +18,22 @@ def mesh(shape, names):
   return jax.sharding.Mesh(devices, names, axis_types=(AxisType.Explicit,) * len(shape))
 
 
+def update_once(opt, updates, mesh_, worker_axes):
+  """One ``opt.update`` from a fresh state on every worker of ``mesh_``.
+
+  ``updates`` holds each worker's update tree stacked over ``worker_axes`` (leaves ``[M, ...]``).
+  Returns the updates and the state, which must be equal on every worker (a vote and its statistics).
+  """
+  spec = P(worker_axes)
+
+  def worker(stacked):
+    own = jax.tree.map(lambda leaf: leaf[0], stacked)
+    return opt.update(own, opt.init(own))
+
+  run = jax.jit(jax.shard_map(worker, mesh=mesh_, in_specs=spec, out_specs=P()))
+  return run(jax.device_put(updates, NamedSharding(mesh_, spec)))
+
+
 def flat(tree) -> np.ndarray:
   """Leaves in tree order (sorted dict keys) as one float64 vector, for the numpy reference."""
   return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in jax.tree.leaves(tree)])

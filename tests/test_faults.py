@@ -96,16 +96,8 @@ def test_kappa_names_constant_ballots_that_raw_agreement_ranks_first(kind, worke
   # Honest workers see the true sign on 3 coordinates in 4, with magnitudes that vary.
   honest = np.where(rng.random((M, truth.size)) < 0.75, truth, -truth) * rng.uniform(0.1, 1.0, (M, truth.size))
   opt = optax.chain(faults.byzantine(kind, workers, AXIS), sv.scale_by_majority_vote(AXIS))
-  mesh = harness.mesh((M,), (AXIS,))
-  spec = jax.sharding.PartitionSpec(AXIS)
-
-  def worker(update):
-    _, state = opt.update(update[0], opt.init(update[0]))
-    return optax.tree.get(state, "agreement"), optax.tree.get(state, "kappa")
-
-  run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
-  agreement, kappa = map(np.asarray, run(jax.device_put(jnp.asarray(honest, jnp.float32),
-                                                        jax.sharding.NamedSharding(mesh, spec))))
+  _, state = harness.update_once(opt, jnp.asarray(honest, jnp.float32), harness.mesh((M,), (AXIS,)), AXIS)
+  agreement, kappa = (np.asarray(optax.tree.get(state, name)) for name in ("agreement", "kappa"))
   sent = honest.copy()
   sent[workers] = 0.0 if kind == "zero" else np.nan
   np.testing.assert_allclose(kappa, reference.kappa(sent), rtol=1e-5, atol=1e-6)

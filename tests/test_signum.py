@@ -44,20 +44,6 @@ def test_hierarchical_matches_numpy_reference(hosts, local, outer_strategy):
   np.testing.assert_allclose(harness.flat(params), expected, rtol=1e-6, atol=1e-6)
 
 
-def _vote_on_workers(vote, ballots, num_workers):
-  """Runs ``vote`` once on per-worker update trees ``ballots`` (leaves ``[M, ...]``)."""
-  mesh = harness.mesh((num_workers,), ("workers",))
-  spec = jax.sharding.PartitionSpec("workers")
-
-  def worker(updates):
-    updates = jax.tree.map(lambda u: u[0], updates)
-    votes, state = vote.update(updates, vote.init(updates))
-    return votes, state
-
-  run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
-  return run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
-
-
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("num_workers", [2, 5, 8])
 def test_strategies_bit_identical_and_exact(num_workers, dtype):
@@ -68,7 +54,8 @@ def test_strategies_bit_identical_and_exact(num_workers, dtype):
   ballots = {"w": jnp.asarray(values[:, :300].reshape(num_workers, 20, 15), dtype),
              "s": jnp.asarray(values[:, 300], dtype)}
   results = {
-      s: _vote_on_workers(sv.scale_by_majority_vote("workers", strategy=s), ballots, num_workers)
+      s: harness.update_once(sv.scale_by_majority_vote("workers", strategy=s), ballots,
+                             harness.mesh((num_workers,), ("workers",)), "workers")
       for s in ("allgather", "alltoall")
   }
   (votes_ag, state_ag), (votes_a2a, state_a2a) = results["allgather"], results["alltoall"]
@@ -92,18 +79,10 @@ def test_hierarchical_vote_and_statistics_are_those_of_the_host_sums(hosts, loca
   rng = np.random.default_rng(hosts * local)
   values = rng.integers(-2, 3, size=(hosts * local, 7 * 45 + 3)).astype(np.float32)
   ballots = {"w": jnp.asarray(values[:, :315].reshape(-1, 7, 45)), "s": jnp.asarray(values[:, 315:])}
-  mesh = harness.mesh((hosts, local), ("hosts", "local"))
-  spec = jax.sharding.PartitionSpec(("hosts", "local"))
   vote = sv.scale_by_majority_vote("hosts", strategy="hierarchical", inner_axis_name="local",
                                    outer_strategy=outer_strategy)
-
-  def worker(updates):
-    updates = jax.tree.map(lambda u: u[0], updates)
-    votes, state = vote.update(updates, vote.init(updates))
-    return votes, state
-
-  run = jax.jit(jax.shard_map(worker, mesh=mesh, in_specs=spec, out_specs=jax.sharding.PartitionSpec()))
-  votes, state = run(jax.device_put(ballots, jax.sharding.NamedSharding(mesh, spec)))
+  mesh = harness.mesh((hosts, local), ("hosts", "local"))
+  votes, state = harness.update_once(vote, ballots, mesh, ("hosts", "local"))
 
   flat = np.concatenate([values[:, 315:], values[:, :315]], axis=1)  # Leaves in key order: "s", "w".
   host_sums = flat.reshape(hosts, local, -1).sum(axis=1)
