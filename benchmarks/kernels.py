@@ -14,10 +14,9 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-import ops
+from signvote_jax import ops
 import signvote_jax as sv
 from benchmarks import results, timing
 
@@ -69,10 +68,6 @@ def measure(size: int, num_workers: int, impls, repeats: int):
     add("pack", impl, timing.median_seconds(lambda: pack(x), repeats), float_bytes + word_bytes)
     planes = jax.jit(lambda w, i=impl: ops.vote_planes(w, impl=i))
     add("vote_planes", impl, timing.median_seconds(lambda: planes(words), repeats), (num_workers + 2) * word_bytes)
-    vote = jax.jit(lambda w, i=impl: ops.vote(w, size, impl=i))
-    add("vote", impl, timing.median_seconds(lambda: vote(words), repeats), num_workers * word_bytes + float_bytes)
-    ema_pack = jax.jit(lambda g, m, i=impl: ops.ema_pack(g, m, 0.9, impl=i))
-    add("ema_pack", impl, timing.median_seconds(lambda: ema_pack(x, x), repeats), 3 * float_bytes + word_bytes)
 
     step, state = signum_step(size, impl)
     params = jnp.zeros((size,), jnp.float32)
@@ -106,7 +101,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   on_gpu = jax.default_backend() == "gpu"
-  impls = ["jax", "triton"] if ops.resolve_impl("auto") == "triton" else ["jax"]
+  impls = list(ops.triton_impls()) if on_gpu else ["jax"]
   log2_sizes = args.log2_sizes or ([16, 18] if args.quick else list(range(20, 29 if on_gpu else 25, 2)))
   repeats = 3 if args.quick else args.repeats
 

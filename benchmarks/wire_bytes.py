@@ -5,7 +5,7 @@
 
 For each model's parameter tree and worker count M it compiles one optimizer step on M simulated
 CPU devices (abstract inputs: nothing of size d is allocated) and sums the bytes of the step's
-collectives with :mod:`benchmarks.hlo` (bandwidth-optimal algorithm costs; a device sends as many
+collectives with :mod:`signvote_jax.hlo` (bandwidth-optimal algorithm costs; a device sends as many
 bytes as it receives in each). Methods:
 
 * ``allreduce_f32``, ``allreduce_bf16``: ``mean_allreduce`` of float32 / bfloat16 updates, the
@@ -34,7 +34,8 @@ import numpy as np  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 
 import signvote_jax as sv  # pylint: disable=wrong-import-position
-from benchmarks import hlo, results  # pylint: disable=wrong-import-position
+from signvote_jax import hlo  # pylint: disable=wrong-import-position
+from benchmarks import results  # pylint: disable=wrong-import-position
 from configs import digits, qrnn_wikitext103_signum, resnet50_imagenet_signum  # pylint: disable=wrong-import-position
 from train import models  # pylint: disable=wrong-import-position
 

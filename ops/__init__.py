@@ -6,25 +6,23 @@ sign +1 (``v >= 0``, so both zeros vote +1), bit 0 means -1 (``v < 0`` or NaN).
 
 Each function takes ``impl="auto" | "jax" | "triton"``. ``"jax"`` is the pure-JAX reference that runs
 everywhere; ``"triton"`` runs a Triton kernel through ``jax_triton`` on a GPU; ``"auto"`` picks Triton
-on a GPU where ``jax_triton`` imports, and JAX otherwise.
+when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX otherwise.
 """
 
-from ops.dispatch import IMPLS, resolve_impl
-from ops.packing import ema_pack, num_words, pack_signs, pack_ternary, unpack_signs, unpack_ternary
-from ops.voting import AgreementCounts, agreement_counts, decode_planes, vote, vote_planes
+from .dispatch import IMPLS, triton_impls
+from .packing import num_words, pack_signs, pack_ternary, unpack_signs, unpack_ternary
+from .voting import AgreementCounts, agreement_counts, decode_planes, vote_planes
 
 __all__ = [
     "AgreementCounts",
     "IMPLS",
     "agreement_counts",
     "decode_planes",
-    "ema_pack",
     "num_words",
     "pack_signs",
     "pack_ternary",
-    "resolve_impl",
+    "triton_impls",
     "unpack_signs",
     "unpack_ternary",
-    "vote",
     "vote_planes",
 ]

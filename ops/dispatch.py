@@ -1,6 +1,13 @@
-"""Chooses between the pure-JAX and the Triton implementation of a kernel."""
+"""Chooses between the pure-JAX and the Triton implementation of a kernel.
+
+``impl="auto"`` is decided when the computation is lowered, for the platform it is lowered for
+(``jax.lax.platform_dependent``): a jit placed on the CPU devices of a GPU host takes the pure-JAX
+path, the same jit on its GPUs the Triton one. Nothing is decided from the process's default backend.
+"""
 
 import functools
+
+import jax
 
 IMPLS = ("auto", "jax", "triton")
 
@@ -12,11 +19,8 @@ def check_impl(impl: str) -> None:
 
 
 @functools.cache
-def _triton_available() -> bool:
-  import jax  # pylint: disable=import-outside-toplevel
-
-  if jax.default_backend() != "gpu":
-    return False
+def triton_importable() -> bool:
+  """Whether ``jax_triton`` imports, which needs a GPU build of jaxlib (cached: it cannot change)."""
   try:
     import jax_triton  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
@@ -24,19 +28,28 @@ def _triton_available() -> bool:
   return True
 
 
-def resolve_impl(impl: str) -> str:
-  """Maps ``impl`` to the implementation that will run: ``"jax"`` or ``"triton"``.
+def triton_impls() -> tuple[str, ...]:
+  """The implementations this install can run: ``("jax", "triton")`` with jax-triton, else ``("jax",)``."""
+  return ("jax", "triton") if triton_importable() else ("jax",)
 
-  ``"auto"`` gives ``"triton"`` on a GPU backend where ``jax_triton`` imports, else ``"jax"``.
-  ``"triton"`` without a GPU (or without ``jax_triton``) raises a ValueError that says so.
+
+def call(impl: str, jax_fn, triton_fn, *args):
+  """``jax_fn(*args)`` or ``triton_fn(*args)`` as ``impl`` says.
+
+  ``"auto"`` lowers ``triton_fn`` for CUDA and ``jax_fn`` for every other platform when jax-triton
+  is installed (only the branch of the platform being lowered is compiled), and ``jax_fn`` otherwise.
+  ``"triton"`` without jax-triton raises a ValueError that says what to do.
   """
   check_impl(impl)
   if impl == "jax":
-    return "jax"
-  available = _triton_available()
-  if impl == "triton" and not available:
-    raise ValueError(
-        "impl='triton' needs a GPU backend and the jax-triton package "
-        "(pip install 'signvote-jax[gpu]'); use impl='jax' or impl='auto' on this machine."
-    )
-  return "triton" if available else "jax"
+    return jax_fn(*args)
+  if impl == "triton":
+    if not triton_importable():
+      raise ValueError(
+          "impl='triton' needs a GPU build of jax and the jax-triton package "
+          "(pip install 'signvote-jax[gpu]'); use impl='jax' or impl='auto' on this machine."
+      )
+    return triton_fn(*args)
+  if not triton_importable():
+    return jax_fn(*args)
+  return jax.lax.platform_dependent(*args, cuda=triton_fn, default=jax_fn)

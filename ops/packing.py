@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ops import dispatch
+from . import dispatch
 
 BITS = 32
 _SHIFTS = np.arange(BITS, dtype=np.uint32)
@@ -27,11 +27,17 @@ def pack_signs(x: jax.Array, *, impl: str = "auto") -> jax.Array:
   """
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"pack_signs needs a floating array, got dtype {x.dtype}.")
-  if dispatch.resolve_impl(impl) == "triton":
-    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
+  return dispatch.call(impl, _pack_signs_jax, _pack_signs_triton, x)
 
-    return triton_kernels.pack_signs(x)
+
+def _pack_signs_jax(x):
   return pack_bits(jnp.ravel(x) >= 0)
+
+
+def _pack_signs_triton(x):
+  from . import triton_kernels  # pylint: disable=import-outside-toplevel
+
+  return triton_kernels.pack_signs(x)
 
 
 def pack_bits(bits: jax.Array) -> jax.Array:
@@ -57,28 +63,6 @@ def unpack_signs(words: jax.Array, size: int, dtype=jnp.float32) -> jax.Array:
     raise ValueError(f"{words.shape[-1]} words hold at most {words.shape[-1] * BITS} signs, not {size}.")
   bits = unpack_bits(words)[..., :size]
   return jnp.where(bits, 1, -1).astype(dtype)
-
-
-def ema_pack(g: jax.Array, m: jax.Array, b1, *, impl: str = "auto"):
-  """Momentum step fused with packing: ``m' = b1 m + (1 - b1) g`` and ``pack_signs(m')``.
-
-  Computed in float32 and stored in ``m.dtype``; the words are the signs of the stored ``m'``. The
-  Triton twin reads ``g`` and ``m`` once.
-
-  >>> import jax.numpy as jnp
-  >>> m, words = ema_pack(jnp.array([1.0, -1.0]), jnp.array([-1.0, 0.5]), 0.5)
-  >>> m.tolist(), int(words[0])
-  ([0.0, -0.25], 1)
-  """
-  if g.shape != m.shape:
-    raise ValueError(f"ema_pack needs g and m of one shape, got {g.shape} and {m.shape}.")
-  if dispatch.resolve_impl(impl) == "triton":
-    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
-
-    return triton_kernels.ema_pack(g, m, b1)
-  b1 = jnp.asarray(b1, jnp.float32)
-  m_new = (b1 * m.astype(jnp.float32) + (1 - b1) * g.astype(jnp.float32)).astype(m.dtype)
-  return m_new, pack_signs(m_new, impl="jax")
 
 
 TRITS = 20  # Base-3 digits per uint32 word: 3**20 - 1 < 2**32.

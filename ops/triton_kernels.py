@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import triton
 import triton.language as tl
 
-from ops import packing
+from . import packing
 
 BLOCK_WORDS = 128
 
@@ -69,37 +69,6 @@ def vote_planes_kernel(words_ptr, sign_ptr, nonzero_ptr, num_words, num_workers,
   tl.store(nonzero_ptr + word, _pack_bits_tile(margin != 0, shifts), mask=word < num_words)
 
 
-@triton.jit
-def vote_kernel(words_ptr, out_ptr, num_words, size, num_workers, BLOCK_WORDS: tl.constexpr):
-  """out[i] = sign(2 c_i - M) in out's dtype, for the first ``size`` coordinates."""
-  word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
-  margin = 2 * _count_tile(words_ptr, word, num_words, num_workers, BLOCK_WORDS) - num_workers
-  votes = tl.where(margin > 0, 1.0, tl.where(margin < 0, -1.0, 0.0))
-  index = word[:, None] * 32 + tl.arange(0, 32)[None, :]
-  tl.store(out_ptr + index, votes.to(out_ptr.dtype.element_ty), mask=index < size)
-
-
-@triton.jit
-def ema_pack_kernel(g_ptr, m_ptr, b1_ptr, m_out_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
-  """m_out = b1 m + (1 - b1) g (in float32, stored in m's dtype); words = pack(m_out).
-
-  Reads g and m once; the signs come from the stored momentum, so words == pack(m_out) exactly.
-  """
-  word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
-  bit = tl.arange(0, 32)
-  index = word[:, None] * 32 + bit[None, :]
-  in_range = index < size
-  b1 = tl.load(b1_ptr)
-  g = tl.load(g_ptr + index, mask=in_range, other=0.0).to(tl.float32)
-  m = tl.load(m_ptr + index, mask=in_range, other=0.0).to(tl.float32)
-  m_new = b1 * m + (1.0 - b1) * g
-  if m_out_ptr.dtype.element_ty != tl.float32:
-    # Round to nearest even, as XLA does (the interpreter would otherwise truncate).
-    m_new = m_new.to(m_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
-  tl.store(m_out_ptr + index, m_new, mask=in_range)
-  _store_signs(m_new, in_range, words_ptr, word, size)
-
-
 def _grid(num_words: int):
   return (triton.cdiv(num_words, BLOCK_WORDS),)
 
@@ -127,23 +96,3 @@ def vote_planes(words: jax.Array):
     return jnp.zeros((0,), jnp.uint32), jnp.zeros((0,), jnp.uint32)
   return tuple(_call(words, num_words, num_workers, kernel=vote_planes_kernel,
                      out_shape=(plane, plane), grid=_grid(num_words)))
-
-
-def vote(words: jax.Array, size: int, dtype) -> jax.Array:
-  """Triton twin of :func:`ops.vote`."""
-  num_workers, num_words = words.shape
-  if size == 0:
-    return jnp.zeros((0,), dtype)
-  out = jax.ShapeDtypeStruct((size,), dtype)
-  return _call(words, num_words, size, num_workers, kernel=vote_kernel, out_shape=out, grid=_grid(num_words))
-
-
-def ema_pack(g: jax.Array, m: jax.Array, b1) -> tuple[jax.Array, jax.Array]:
-  """Triton twin of :func:`ops.ema_pack`."""
-  size, num_words = m.size, packing.num_words(m.size)
-  if size == 0:
-    return m, jnp.zeros((0,), jnp.uint32)
-  outs = (jax.ShapeDtypeStruct(m.shape, m.dtype), jax.ShapeDtypeStruct((num_words,), jnp.uint32))
-  b1 = jnp.asarray(b1, jnp.float32).reshape(1)
-  m_new, words = _call(g, m, b1, size, kernel=ema_pack_kernel, out_shape=outs, grid=_grid(num_words))
-  return m_new, words

@@ -5,8 +5,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ops import dispatch
-from ops import packing
+from . import dispatch
+from . import packing
 
 _ALL_BITS = 0xFFFFFFFF
 
@@ -26,13 +26,14 @@ def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, impl: str =
 
   Returns:
     ``(sign, nonzero)``, each ``u32[W]``.
-  """
-  if dispatch.resolve_impl(impl) == "triton":
-    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
 
-    sign, nonzero = triton_kernels.vote_planes(words)
-  else:
-    sign, nonzero = _vote_planes_jax(words)
+  >>> import jax.numpy as jnp
+  >>> from signvote_jax.ops import decode_planes, pack_signs
+  >>> ballots = jnp.stack([pack_signs(jnp.array(v)) for v in ([1., 1., -1.], [1., -1., -1.])])
+  >>> decode_planes(*vote_planes(ballots), 3, jnp.float32).tolist()  # two workers: a split gives 0
+  [1.0, 0.0, -1.0]
+  """
+  sign, nonzero = dispatch.call(impl, _vote_planes_jax, _vote_planes_triton, words)
   if valid is not None:
     nonzero = nonzero & valid
   return sign, nonzero
@@ -51,6 +52,12 @@ def _vote_planes_jax(words):
   if num_workers % 2:
     return sign, jnp.full_like(sign, _ALL_BITS)
   return sign, ~_equals(count, num_workers // 2)
+
+
+def _vote_planes_triton(words):
+  from . import triton_kernels  # pylint: disable=import-outside-toplevel
+
+  return tuple(triton_kernels.vote_planes(words))
 
 
 def _bit_sliced_count(words):
@@ -97,22 +104,6 @@ def decode_planes(sign: jax.Array, nonzero: jax.Array, size: int, dtype) -> jax.
   positive = packing.unpack_bits(sign)[:size]
   nonzero_bits = packing.unpack_bits(nonzero)[:size]
   return jnp.where(nonzero_bits, jnp.where(positive, 1, -1), 0).astype(dtype)
-
-
-def vote(words: jax.Array, size: int, dtype=jnp.float32, *, impl: str = "auto") -> jax.Array:
-  """Majority vote of ``u32[M, W]`` as ``size`` values ``sign(2c - M)`` in {-1, 0, +1}.
-
-  >>> import jax.numpy as jnp
-  >>> from ops.packing import pack_signs
-  >>> ballots = jnp.stack([pack_signs(jnp.array(v)) for v in ([1., 1., -1.], [1., -1., -1.])])
-  >>> vote(ballots, 3).tolist()  # two workers: agreement gives +-1, a split gives 0
-  [1.0, 0.0, -1.0]
-  """
-  if dispatch.resolve_impl(impl) == "triton":
-    from ops import triton_kernels  # pylint: disable=import-outside-toplevel
-
-    return triton_kernels.vote(words, size, dtype)
-  return decode_planes(*_vote_planes_jax(words), size, dtype)
 
 
 class AgreementCounts(NamedTuple):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import ops
+from signvote_jax import ops
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 
-import ops
+from signvote_jax import ops
 from signvote_jax import axes
 
 

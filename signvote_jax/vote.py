@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import ops
-from ops import dispatch
+from signvote_jax import ops
+from signvote_jax.ops import dispatch
 from signvote_jax import axes
 from signvote_jax import strategies
 from signvote_jax.layout import WordLayout

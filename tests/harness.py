@@ -1,6 +1,8 @@
 """Runs an optimizer on M simulated workers inside jax.shard_map (or jax.pmap) for the tests."""
 
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -103,3 +105,41 @@ def run_shard_map(opt, problem, steps, mesh_, worker_axes):
   params = jax.device_put(problem.tree(problem.x0), NamedSharding(mesh_, P()))
   params, state = run(params, noise)
   return jax.tree.map(np.asarray, params), state
+
+
+# The trainer's tests: where the checkout is, and what a run leaves in its workdir.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lines(workdir, *, timed=False):
+  """The records of a run's metrics.jsonl; without their wall times unless ``timed``, as those differ run to run."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return records if timed else [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+def final_state(workdir, step):
+  """The state saved at ``step``, read back by Orbax without the trainer's help, as numpy."""
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel  (the train extra)
+
+  checkpointer = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+TINY_TEXT = {
+    "wiki.train.tokens": " = Cats = \n\n the cat sat on the mat . \n the dog sat on the log . \n a cat saw a dog . \n",
+    "wiki.valid.tokens": " the dog saw the cat . \n",
+    "wiki.test.tokens": " a bird sat on the mat . \n",
+}
+
+
+def write_tiny_wikitext(folder) -> str:
+  """A WikiText-shaped folder of a few lines; returns its path."""
+  os.makedirs(folder, exist_ok=True)
+  for name, text in TINY_TEXT.items():
+    with open(os.path.join(folder, name), "w") as f:
+      f.write(text)
+  return str(folder)

@@ -25,11 +25,10 @@ def _written(tmp_path, name):
 def test_kernel_benchmark_quick(tmp_path):
   rows = kernels.main(["--quick", "--log2-sizes", "12", "--repeats", "1", "--out", str(tmp_path)])
   ops_measured = {r["op"] for r in rows}
-  assert ops_measured == {"copy", "pack", "vote_planes", "vote", "ema_pack", "signum_update", "sgd_momentum_update"}
+  assert ops_measured == {"copy", "pack", "vote_planes", "signum_update", "sgd_momentum_update"}
   assert all(r["seconds"] > 0 and r["bytes"] > 0 for r in rows)
   saved, _ = _written(tmp_path, "kernels")
   assert saved["rows"] == rows
-  assert [r["fraction_of_copy"] for r in rows if r["op"] == "copy"] == [1.0]
 
 
 def _expected_bytes(sizes, method, m):

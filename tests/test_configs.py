@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from tests.test_train import ROOT, lines
+from tests import harness
 from train import config_checks, train
 
 # Size overrides that keep each model small enough for a CPU test; everything else as configured.
@@ -29,28 +29,12 @@ BASELINES = {  # config -> (its baseline, the only fields that may differ)
 }
 
 
-TINY_TEXT = {
-    "wiki.train.tokens": " = Cats = \n\n the cat sat on the mat . \n the dog sat on the log . \n a cat saw a dog . \n",
-    "wiki.valid.tokens": " the dog saw the cat . \n",
-    "wiki.test.tokens": " a bird sat on the mat . \n",
-}
-
-
-def write_tiny_wikitext(folder) -> str:
-  """A WikiText-shaped folder of a few lines; returns its path."""
-  os.makedirs(folder, exist_ok=True)
-  for name, text in TINY_TEXT.items():
-    with open(os.path.join(folder, name), "w") as f:
-      f.write(text)
-  return str(folder)
-
-
 def _get(name):
   return importlib.import_module(f"configs.{name}").get_config()
 
 
 def test_every_config_file_is_tested():
-  names = {f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")}
+  names = {f[:-3] for f in os.listdir(os.path.join(harness.ROOT, "configs")) if f.endswith(".py")}
   assert names - {"__init__", "default"} == set(PAPER) | {"digits"}  # digits: tests/test_train.py
 
 
@@ -65,14 +49,14 @@ def test_paper_config_runs_two_steps_on_mock_data(name, tmp_path):
   for key, value in {**small, **PAPER[name]}.items():
     config_checks.set_field(config, key, value)
   if config.dataset == "wikitext103":
-    config.manual_dir = write_tiny_wikitext(tmp_path / "wikitext")
+    config.manual_dir = harness.write_tiny_wikitext(tmp_path / "wikitext")
     summary = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert summary["test_perplexity"] > 1
   else:
     with tfds.testing.mock_data(num_examples=4 * workers):
       summary = train.train_and_evaluate(config, str(tmp_path / "work"))
   assert summary["steps"] == 2 and summary["test_accuracy"] is not None
-  assert [r["step"] for r in lines(tmp_path / "work") if r["split"] == "train"] == [1, 2]
+  assert [r["step"] for r in harness.lines(tmp_path / "work") if r["split"] == "train"] == [1, 2]
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -79,9 +79,9 @@ def test_faulty_worker_outside_the_axis():
 
 
 def test_triton_without_gpu():
-  import ops  # pylint: disable=import-outside-toplevel
+  from signvote_jax import ops  # pylint: disable=import-outside-toplevel
 
-  if jax.default_backend() == "gpu":
-    pytest.skip("this machine has a GPU")
-  with pytest.raises(ValueError, match="impl='triton' needs a GPU backend"):
+  if ops.dispatch.triton_importable():
+    pytest.skip("jax-triton is installed")
+  with pytest.raises(ValueError, match="impl='triton' needs a GPU build of jax and the jax-triton package"):
     ops.pack_signs(jnp.ones(3), impl="triton")

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 import signvote_jax as sv
-from benchmarks import hlo
+from signvote_jax import hlo
 from tests import harness
 
 AXIS = "workers"

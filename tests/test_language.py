@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from tests.test_configs import TINY_TEXT, write_tiny_wikitext
+from tests import harness
 from train import input_pipeline, models, optimizers
 from train.errors import ConfigError
 
@@ -18,7 +18,7 @@ def corpus(tmp_path_factory):
   root = tmp_path_factory.mktemp("wikitext")
   config = default.get_config()
   config.dataset, config.eval_split, config.bptt = "wikitext103", "test", 3
-  config.data_dir, config.manual_dir = str(root / "data"), write_tiny_wikitext(root / "text")
+  config.data_dir, config.manual_dir = str(root / "data"), harness.write_tiny_wikitext(root / "text")
   return config, input_pipeline.load_dataset(config)
 
 
@@ -29,12 +29,12 @@ def _reference_ids(text, vocabulary):
 
 def test_vocabulary_and_ids_follow_the_word_level_convention(corpus):
   config, data = corpus
-  train_words = [w for line in TINY_TEXT["wiki.train.tokens"].split("\n") if line.split() for w in line.split() + ["<eos>"]]
+  train_words = [w for line in harness.TINY_TEXT["wiki.train.tokens"].split("\n") if line.split() for w in line.split() + ["<eos>"]]
   counts = collections.Counter(train_words)
   vocabulary = sorted(dict.fromkeys(train_words), key=lambda w: -counts[w]) + ["<unk>"]
   assert data.num_classes == len(vocabulary)
-  np.testing.assert_array_equal(data.train.ids, _reference_ids(TINY_TEXT["wiki.train.tokens"], vocabulary))
-  test_ids = _reference_ids(TINY_TEXT["wiki.test.tokens"], vocabulary)  # "bird" is unknown.
+  np.testing.assert_array_equal(data.train.ids, _reference_ids(harness.TINY_TEXT["wiki.train.tokens"], vocabulary))
+  test_ids = _reference_ids(harness.TINY_TEXT["wiki.test.tokens"], vocabulary)  # "bird" is unknown.
   np.testing.assert_array_equal(data.eval.ids, test_ids)
   assert vocabulary.index("<unk>") in test_ids
 

@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from tests.test_train import ROOT, final_state, lines
+from tests import harness
 from train import train
 
 
@@ -19,7 +19,7 @@ def test_two_processes_train_exactly_like_one(digits_config, tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "train.launch", "--num_processes=2", "--timeout=300", "--",
        "--config=configs/default.py", f"--workdir={tmp_path / 'two'}", *overrides],
-      cwd=ROOT, capture_output=True, text=True, timeout=360,
+      cwd=harness.ROOT, capture_output=True, text=True, timeout=360,
   )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = train.train_and_evaluate(digits_config, str(tmp_path / "one"))
@@ -27,6 +27,6 @@ def test_two_processes_train_exactly_like_one(digits_config, tmp_path):
   with open(tmp_path / "two" / "summary.json") as f:
     two = json.load(f)
   assert two["num_processes"] == 2 and len(two["devices"]) == 4 and summary["num_processes"] == 1
-  assert lines(tmp_path / "two") == lines(tmp_path / "one")  # Losses, accuracies, votes: all equal.
-  for a, b in zip(jax.tree.leaves(final_state(tmp_path / "two", 20)), jax.tree.leaves(final_state(tmp_path / "one", 20))):
+  assert harness.lines(tmp_path / "two") == harness.lines(tmp_path / "one")  # Losses, accuracies, votes: all equal.
+  for a, b in zip(jax.tree.leaves(harness.final_state(tmp_path / "two", 20)), jax.tree.leaves(harness.final_state(tmp_path / "one", 20))):
     np.testing.assert_array_equal(a, b)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import ops
+from signvote_jax import ops
 from signvote_jax.layout import WordLayout
 from tests import reference
 
@@ -47,8 +47,6 @@ def test_vote_matches_reference(num_workers, size):
     ballots[:, 1] = np.repeat([1.0, -1.0], num_workers // 2)  # an exact tie
   words = jnp.stack([ops.pack_signs(jnp.asarray(row)) for row in ballots])
   expected = reference.vote(ballots)
-  np.testing.assert_array_equal(np.asarray(ops.vote(words, size)), expected)
-
   layout = WordLayout.of([ballots[0]])
   sign, nonzero = ops.vote_planes(words, layout.valid_mask())
   np.testing.assert_array_equal(np.asarray(ops.decode_planes(sign, nonzero, size, jnp.float32)), expected)
@@ -100,3 +98,18 @@ def test_ternary_packing_matches_reference_and_round_trips(plane_words):
 def test_ternary_unpack_rejects_a_wrong_length():
   with pytest.raises(ValueError, match="travel as 2 base-3 words"):
     ops.unpack_ternary(jnp.zeros((3,), jnp.uint32), 1)
+
+
+def test_auto_impl_is_chosen_for_the_platform_being_lowered(monkeypatch):
+  """With jax-triton installed, ``impl="auto"`` lowers the Triton twin for CUDA only: a jit on CPU
+  devices (of a GPU host, say) takes the pure-JAX path."""
+  marker = 0xDEADBEEF
+  monkeypatch.setattr(ops.dispatch, "triton_importable", lambda: True)
+  monkeypatch.setattr(ops.packing, "_pack_signs_triton", lambda x: jnp.full((ops.num_words(x.size),), marker, jnp.uint32))
+  x = jnp.array([1.0, -1.0, 2.0])
+  pack = jax.jit(lambda a: ops.pack_signs(a, impl="auto"))
+  with jax.default_device(jax.devices("cpu")[0]):
+    assert int(pack(x)[0]) == 0b101
+  for_cuda = pack.trace(x).lower(lowering_platforms=("cuda",)).as_text()
+  for_cpu = pack.trace(x).lower(lowering_platforms=("cpu",)).as_text()
+  assert str(marker) in for_cuda and str(marker) not in for_cpu

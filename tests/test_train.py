@@ -5,31 +5,13 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from benchmarks import hlo
+from signvote_jax import hlo
+from tests import harness
 from configs import digits
 from train import input_pipeline, train
 from train.errors import ConfigError
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def lines(workdir, *, timed=False):
-  """The records of a run's metrics.jsonl; without their wall times unless ``timed``, as those differ run to run."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
-  return records if timed else [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
-
-
-def final_state(workdir, step):
-  """The state saved at ``step``, read back by Orbax without the trainer's help, as numpy."""
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), checkpointer.metadata(path).item_metadata.tree)
-  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
 def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path):
@@ -45,7 +27,7 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   assert written["test_accuracy"] == summary["test_accuracy"] and written["config"]["optimizer"] == "signum"
   assert written["wall_seconds"] > 0
   assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  records = lines(tmp_path, timed=True)
+  records = harness.lines(tmp_path, timed=True)
   train_lines = [l for l in records if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
   assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement",
@@ -75,7 +57,7 @@ def test_each_optimizer_learns_digits(digits_config, tmp_path, overrides):
   digits_config.update(overrides)
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
   assert summary["test_accuracy"] > 0.8
-  last = [l for l in lines(tmp_path) if l["split"] == "train"][-1]
+  last = [l for l in harness.lines(tmp_path) if l["split"] == "train"][-1]
   if digits_config.optimizer == "signum":
     # Hierarchical votes are of hosts; by default a host is the process's 4 workers.
     voters = 4 // (digits_config.workers_per_host or 4) if digits_config.strategy == "hierarchical" else 4
@@ -98,7 +80,7 @@ def test_nan_worker_breaks_the_mean_but_the_run_goes_on_when_asked(digits_config
   digits_config.faults.kind, digits_config.faults.num_faulty = "nan", 1
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
   assert summary["test_loss"] is None  # NaN, written as null.
-  assert all(l["loss"] is None for l in lines(tmp_path) if l["split"] == "train")
+  assert all(l["loss"] is None for l in harness.lines(tmp_path) if l["split"] == "train")
 
 
 def test_diverging_run_stops_naming_the_step(digits_config, tmp_path):
@@ -126,16 +108,16 @@ def test_interrupted_run_resumes_to_bit_identical_state(digits_config, tmp_path,
   monkeypatch.setattr(train.input_pipeline, "train_batches", dying_after_25_steps)
   with pytest.raises(Interrupted):
     train.train_and_evaluate(digits_config, str(tmp_path / "resumed"))
-  assert max(l["step"] for l in lines(tmp_path / "resumed")) == 25
+  assert max(l["step"] for l in harness.lines(tmp_path / "resumed")) == 25
   monkeypatch.setattr(train.input_pipeline, "train_batches", real_batches)
   summary = train.train_and_evaluate(digits_config, str(tmp_path / "resumed"))
 
   assert summary["resumed_from_step"] == 20
-  whole, resumed = final_state(tmp_path / "whole", 30), final_state(tmp_path / "resumed", 30)
+  whole, resumed = harness.final_state(tmp_path / "whole", 30), harness.final_state(tmp_path / "resumed", 30)
   assert jax.tree.structure(whole) == jax.tree.structure(resumed)
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
-  assert lines(tmp_path / "whole") == lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
+  assert harness.lines(tmp_path / "whole") == harness.lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
 
 
 def test_workdir_of_another_config_is_refused(digits_config, tmp_path):

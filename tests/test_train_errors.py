@@ -10,7 +10,7 @@ from configs import default
 from train import config_checks, train
 from train.errors import ConfigError
 
-from tests.test_train import ROOT
+from tests import harness
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_workers_must_spread_evenly_over_processes():
 )
 def test_command_line_errors_are_one_line(tmp_path, args, message):
   result = subprocess.run(
-      [sys.executable, "-m", "train", f"--workdir={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+      [sys.executable, "-m", "train", f"--workdir={tmp_path}", *args], cwd=harness.ROOT, capture_output=True, text=True, timeout=120
   )
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == message
@@ -81,7 +81,7 @@ def test_diverging_run_ends_with_one_line_naming_the_step(tmp_path, data_dir):
       [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path}",
        f"--config.data_dir={data_dir}", "--config.optimizer=sgd", "--config.learning_rate=1e30",
        "--config.num_workers=2", "--config.num_steps=20", "--config.progress_bar=False"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      cwd=harness.ROOT, capture_output=True, text=True, timeout=120,
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert re.fullmatch(r"error: non-finite (loss|parameters) at step \d+; .*", result.stderr.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ import json
 
 import ml_collections
 
-import ops
+from signvote_jax import ops
 import signvote_jax as sv
 from configs import default
 from train.errors import ConfigError
