@@ -78,7 +78,7 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
   mesh = _mesh(per_host)
   names = mesh.axis_names
   workers = mesh.devices.size
-  opt = optimizer(method, names if per_host > 1 else names[0])
+  opt = sv.shard_optimizer(optimizer(method, names if per_host > 1 else names[0]), mesh)
   replicate = lambda x: _global(mesh, P(), x.shape, lambda _: np.asarray(x))  # pylint: disable=unnecessary-lambda-assignment
 
   if workload == "optimizer_step":
@@ -102,16 +102,16 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
       own = jax.lax.pcast(params, names, to="varying")
       return jax.grad(functools.partial(_loss, model))(own, model_state, images, labels)
 
-  specs = sv.stacked_specs(opt.init, mesh, P(), params)
+  state = opt.init(params)
+  specs = sv.partition_specs(state)
 
   def body(params, state, *data):
-    updates, state = opt.update(gradients(params, *data), sv.unstack_varying(state, specs), params)
-    return optax.apply_updates(params, updates), sv.stack_varying(state, specs)
+    updates, state = opt.update(gradients(params, *data), state, params)
+    return optax.apply_updates(params, updates), state
 
-  init = jax.jit(jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=P(), out_specs=specs))
   step = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), specs, *data_specs), out_specs=(P(), specs)),
                  donate_argnums=(0, 1))
-  return timing.Stepping(step, params, init(params), data)
+  return timing.Stepping(step, params, state, data)
 
 
 def local_step(workload: str, batch: int, coordinates: int, leaves: int):

@@ -24,19 +24,18 @@ from benchmarks import results, timing
 def signum_step(size, impl):
   """One Signum-with-majority-vote update on one worker: EMA, pack, vote, decode, decay, scale."""
   mesh = jax.make_mesh((1,), ("workers",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
-  opt = sv.signum(1e-4, 0.9, 1e-4, axis_name="workers", impl=impl)
+  opt = sv.shard_optimizer(sv.signum(1e-4, 0.9, 1e-4, axis_name="workers", impl=impl), mesh)
   shared = jax.sharding.PartitionSpec()
-  params = jnp.zeros((size,), jnp.float32)
-  specs = sv.stacked_specs(opt.init, mesh, shared, params)
+  state = opt.init(jnp.zeros((size,), jnp.float32))
+  specs = sv.partition_specs(state)
 
   def step(params, state, grads):
-    updates, state = opt.update(grads, sv.unstack_varying(state, specs), params)
-    return optax.apply_updates(params, updates), sv.stack_varying(state, specs)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
-  init = jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=shared, out_specs=specs)
   fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, specs, shared), out_specs=(shared, specs)),
                donate_argnums=(0, 1))
-  return fn, jax.jit(init)(params)
+  return fn, state
 
 
 def sgd_step():

@@ -40,7 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-4  # The paper's default for Signum.
   config.b1 = 0.9  # Signum and SGD momentum; Adam's first moment.
   config.b2 = 0.999  # Adam only.
-  config.weight_decay = 0.0  # Decoupled: x <- x - lr * (update + weight_decay * x).
+  # signum: decoupled, x <- x - lr * (vote + weight_decay * x); adam: decoupled too (AdamW);
+  # sgd: L2, weight_decay * x added to the gradient before the momentum (as torch.optim.SGD).
+  config.weight_decay = 0.0
   config.strategy = "allgather"  # Signum's exchange: allgather, alltoall or hierarchical.
   config.workers_per_host = 0  # hierarchical only: workers psum'd before the vote (0: per process).
   config.impl = "auto"  # Sign packing and vote kernels: auto, jax or triton.

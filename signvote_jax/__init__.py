@@ -6,24 +6,30 @@ optax. Workers exchange one bit per coordinate, packed into uint32 words (see ``
 
 from signvote_jax import faults
 from signvote_jax.allreduce import mean_allreduce
-from signvote_jax.axes import per_worker, stack_varying, stacked_specs, unstack_varying
+from signvote_jax.axes import per_worker
 from signvote_jax.faults import byzantine, suspected_workers
+from signvote_jax.sharded import (ShardedOptimizer, init_per_worker, partition_specs, shard_optimizer, stack_per_worker,
+                                  unstack_per_worker)
 from signvote_jax.signum import signum
-from signvote_jax.vote import STRATEGIES, MajorityVoteState, scale_by_majority_vote
+from signvote_jax.strategies import STRATEGIES
+from signvote_jax.vote import MajorityVoteState, scale_by_majority_vote
 
 __version__ = "0.1.0"
 
 __all__ = [
     "STRATEGIES",
     "MajorityVoteState",
+    "ShardedOptimizer",
     "byzantine",
     "faults",
+    "init_per_worker",
     "mean_allreduce",
+    "partition_specs",
     "per_worker",
     "scale_by_majority_vote",
+    "shard_optimizer",
     "signum",
-    "stack_varying",
-    "stacked_specs",
+    "stack_per_worker",
     "suspected_workers",
-    "unstack_varying",
+    "unstack_per_worker",
 ]

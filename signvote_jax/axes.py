@@ -38,7 +38,8 @@ def axis_size(axis_name: AxisName, who: str) -> int:
   return size
 
 
-def _varying_axes(x) -> frozenset:
+def varying_axes(x) -> frozenset:
+  """The mapped axes that ``x`` is typed varying over (empty outside a map, or for an invariant value)."""
   aval = jax.typeof(x)
   vma = getattr(aval, "vma", None)
   if vma is None:
@@ -48,7 +49,7 @@ def _varying_axes(x) -> frozenset:
 
 def _cast_varying(x, axis_names):
   """``x`` typed as varying over ``axis_names``, casting only the axes it does not vary over yet."""
-  missing = tuple(a for a in axis_names if a not in _varying_axes(x))
+  missing = tuple(a for a in axis_names if a not in varying_axes(x))
   return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
@@ -74,7 +75,7 @@ def match_varying(value, reference):
 
   Keeps a transform's state type stable when a wrapper such as :func:`per_worker` made it varying.
   """
-  return _cast_varying(value, _varying_axes(reference))
+  return _cast_varying(value, varying_axes(reference))
 
 
 def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
@@ -96,53 +97,3 @@ def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.Gradien
     return as_varying(inner.init(params), axis_names)
 
   return optax.GradientTransformation(init_fn, inner.update)
-
-
-# Carrying per-worker state out of ``shard_map``: a leaf that varies over some mapped axes leaves
-# the map stacked along a new leading dimension sharded over exactly those axes, and comes back in
-# by dropping that dimension; a leaf equal on every worker leaves replicated. Its spec says which.
-
-
-def stacked_spec(x, axis_names: Sequence[Hashable]) -> jax.sharding.PartitionSpec:
-  """Inside a map: the spec that carries ``x`` out, stacked over the ``axis_names`` it varies over."""
-  varying = tuple(a for a in axis_names if a in _varying_axes(x))
-  return jax.sharding.PartitionSpec(varying) if varying else jax.sharding.PartitionSpec()
-
-
-def stack_varying(tree, specs):
-  """Inside a map: adds the leading worker dimension to the leaves whose spec stacks them."""
-  return jax.tree.map(lambda x, spec: x[None] if spec else x, tree, specs)
-
-
-def unstack_varying(tree, specs):
-  """Inside a map: drops the leading worker dimension from the leaves whose spec stacks them."""
-  return jax.tree.map(lambda x, spec: x[0] if spec else x, tree, specs)
-
-
-def stacked_specs(fn, mesh, in_specs, *args):
-  """The specs of :func:`stacked_spec` for each leaf of ``fn(*args)`` run inside ``shard_map``.
-
-  Only traces ``fn`` (no compilation, nothing runs): use it to build the ``out_specs`` that carry
-  an optimizer state out of ``jax.shard_map`` and back in, with per-worker momentum stacked over
-  the workers and counters and vote statistics replicated:
-
-  >>> import jax, optax, numpy as np, signvote_jax as sv
-  >>> from jax.sharding import Mesh, PartitionSpec as P
-  >>> mesh = Mesh(np.asarray(jax.devices()[:2]), ("workers",))
-  >>> opt = sv.signum(1e-3, axis_name="workers")
-  >>> specs = sv.stacked_specs(opt.init, mesh, P(), {"w": np.zeros(3, np.float32)})
-  >>> specs[0].ema, specs[1].agreement
-  ({'w': P('workers',)}, P())
-  """
-  found = []
-  axis_names = tuple(mesh.axis_names)
-
-  def traced(*inner_args):
-    out = fn(*inner_args)
-    found.append(jax.tree.map(lambda x: stacked_spec(x, axis_names), out))
-    # Stacking every leaf over every axis is always a valid out_spec; only ``found`` is wanted.
-    return jax.tree.map(lambda x: x[None], out)
-
-  mapped = jax.shard_map(traced, mesh=mesh, in_specs=in_specs, out_specs=jax.sharding.PartitionSpec(axis_names))
-  jax.eval_shape(mapped, *args)
-  return found[0]

@@ -1,42 +1,46 @@
 """How the packed sign words travel between workers, and where they are counted.
 
-Each strategy maps this worker's ``u32[W]`` buffer to the vote of all workers as bit planes, equal on
-every worker (and typed invariant over the axis), together with counts of how every worker's ballot
-relates to the vote (``ops.AgreementCounts``), from which the vote statistics follow. ``W`` is a
-multiple of the worker count where a strategy needs it.
+A :class:`Strategy` is what a user names with ``strategy=`` (and ``outer_strategy=``): the
+:class:`Exchange` that carries one ``u32[W]`` ballot per worker across the voting axis, and whether
+the devices of a host sum their updates first (``"hierarchical"``). Each exchange maps this worker's
+buffer to the vote of all workers as bit planes, equal on every worker (and typed invariant over the
+axis), together with counts of how every worker's ballot relates to the vote
+(``ops.AgreementCounts``), from which the vote statistics follow.
 """
 
+import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 
-from signvote_jax import ops
 from signvote_jax import axes
+from signvote_jax import ops
+from signvote_jax.layout import WordLayout
 
 
 class Tally(NamedTuple):
-  """The vote of all workers, as returned by a strategy (equal on every worker)."""
+  """The vote of all workers, as returned by an exchange (equal on every worker)."""
 
   sign: jax.Array  # u32[W]: bit 1 where the vote is +1.
   nonzero: jax.Array  # u32[W]: bit 1 where the vote is not a tie (and a coordinate lives).
   counts: ops.AgreementCounts  # Of every worker's ballot against the vote, over all coordinates.
 
 
-def allgather(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
+def _allgather(words, valid, axis_name, impl) -> Tally:
   """Every worker gathers all M ballots and counts them itself.
 
   Receives ``(M - 1) * W`` words per worker. A faulty sender cannot change anyone's count beyond its
   own ballot.
   """
-  del num_workers  # The gather brings every ballot.
   ballots = jax.lax.all_gather(words, axis_name, to="invarying")
   sign, nonzero = ops.vote_planes(ballots, valid, impl=impl)
   return Tally(sign, nonzero, ops.agreement_counts(ballots, sign, nonzero))
 
 
-def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
+def _alltoall(words, valid, axis_name, impl) -> Tally:
   """Worker j votes shard j of every ballot, then the voted shards are gathered.
 
   About ``2 (M - 1) / M * W`` words per worker for odd M, whatever M: 1/32 of a float32 ring
@@ -46,6 +50,7 @@ def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
   words) ride along in the same gather, so a step has one all-to-all and one all-gather, both of
   uint32 words.
   """
+  num_workers = axes.axis_size(axis_name, "alltoall")
   shard = words.shape[0] // num_workers
   # Row i of `received` is worker i's copy of the shard that this worker votes.
   received = jax.lax.all_to_all(words.reshape(num_workers, shard), axis_name, 0, 0)
@@ -67,7 +72,55 @@ def alltoall(words, valid, axis_name, num_workers: int, impl: str) -> Tally:
   return Tally(sign, nonzero, counts)
 
 
-def hierarchical(layout, leaves, inner_axis_name, axis_name, num_hosts: int, exchange, impl: str) -> Tally:
+@dataclasses.dataclass(frozen=True)
+class Exchange:
+  """One ballot of ``u32[W]`` per worker across an axis, to the tally of all of them.
+
+  Attributes:
+    name: what users call it.
+    sharded: whether ``W`` must split into one equal shard per worker.
+    run: ``(words, valid, axis_name, impl) -> Tally``.
+  """
+
+  name: str
+  sharded: bool
+  run: Callable[..., Tally]
+
+  def word_multiple(self, num_workers: int) -> int:
+    """What the buffer's length must be a multiple of, for ``num_workers`` ballots."""
+    return num_workers if self.sharded else 1
+
+
+EXCHANGES = {e.name: e for e in (Exchange("allgather", False, _allgather), Exchange("alltoall", True, _alltoall))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """How a vote is taken: an :class:`Exchange` across the ballots' axis, per worker or per host.
+
+  Attributes:
+    name: what users call it (``"allgather"``, ``"alltoall"`` or ``"hierarchical"``).
+    exchange: how the ballots travel across ``axis_name``.
+    hierarchical: whether each ballot is the sum of a host's devices (over ``inner_axis_name``).
+  """
+
+  name: str
+  exchange: Exchange
+  hierarchical: bool = False
+
+  def tally(self, leaves, axis_name, inner_axis_name, impl: str) -> tuple[WordLayout, Tally]:
+    """The vote of ``leaves`` (this worker's update) over ``axis_name``, with its word layout."""
+    num_ballots = axes.axis_size(axis_name, "scale_by_majority_vote")
+    multiple = self.exchange.word_multiple(num_ballots)
+    if not self.hierarchical:
+      layout = WordLayout.of(leaves, multiple=multiple)
+      return layout, self.exchange.run(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, impl)
+    local = axes.axis_size(inner_axis_name, "hierarchical")
+    layout = WordLayout.of(leaves, multiple=local * multiple)
+    return layout, _hierarchical(layout, leaves, inner_axis_name, axis_name, self.exchange, impl)
+
+
+def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange, impl: str) -> Tally:
   """Sums the updates inside each host, then votes the hosts' signs across hosts with ``exchange``.
 
   The G devices of a host split the work: a reduce-scatter over ``inner_axis_name`` (the fast local
@@ -76,17 +129,33 @@ def hierarchical(layout, leaves, inner_axis_name, axis_name, num_hosts: int, exc
   the host brings back the whole vote. Each host thus sends one vote's worth of words over the slow
   network, not G, and the local link carries half of a float all-reduce.
   """
-  local = axes.axis_size(inner_axis_name, "hierarchical")
-  slice_words = layout.padded_words // local
+  slice_words = layout.padded_words // axes.axis_size(inner_axis_name, "hierarchical")
   mine = jax.lax.psum_scatter(layout.floats(leaves), inner_axis_name, scatter_dimension=0, tiled=True)
   start = jax.lax.axis_index(inner_axis_name) * slice_words
   valid = jax.lax.dynamic_slice_in_dim(layout.valid_mask(), start, slice_words)
-  tally = exchange(ops.pack_signs(mine, impl=impl), valid, axis_name, num_hosts, impl)
+  tally = exchange.run(ops.pack_signs(mine, impl=impl), valid, axis_name, impl)
   planes = jnp.stack([tally.sign, tally.nonzero])
   sign, nonzero = jax.lax.all_gather(planes, inner_axis_name, axis=1, tiled=True, to="invarying")
   return Tally(sign, nonzero, jax.lax.psum(tally.counts, inner_axis_name))
 
 
-EXCHANGES = {"allgather": allgather, "alltoall": alltoall}
-# Strategies that need the buffer to split evenly into one shard per worker.
-SHARDED = frozenset({"alltoall"})
+STRATEGIES = ("allgather", "alltoall", "hierarchical")
+OUTER_STRATEGIES = tuple(EXCHANGES)
+
+
+def strategy(name: str, *, outer_strategy: str = "allgather", inner_axis_name=None, axis_name=None) -> Strategy:
+  """The :class:`Strategy` a user names, or a ValueError that says what is wrong and what is valid."""
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {name!r}; valid strategies are {STRATEGIES}.")
+  if name != "hierarchical":
+    if inner_axis_name is not None:
+      raise ValueError(f"inner_axis_name is only used by strategy='hierarchical', not {name!r}.")
+    return Strategy(name, EXCHANGES[name])
+  if axis_name is None or inner_axis_name is None:
+    raise ValueError(
+        "strategy='hierarchical' needs axis_name (the hosts' axis) and inner_axis_name (the axis "
+        f"of the devices in a host); got axis_name={axis_name!r}, inner_axis_name={inner_axis_name!r}."
+    )
+  if outer_strategy not in OUTER_STRATEGIES:
+    raise ValueError(f"Unknown outer_strategy {outer_strategy!r}; valid ones are {OUTER_STRATEGIES}.")
+  return Strategy(name, EXCHANGES[outer_strategy], hierarchical=True)

@@ -6,14 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from signvote_jax import ops
-from signvote_jax.ops import dispatch
 from signvote_jax import axes
+from signvote_jax import ops
 from signvote_jax import strategies
-from signvote_jax.layout import WordLayout
-
-STRATEGIES = ("allgather", "alltoall", "hierarchical")
-OUTER_STRATEGIES = tuple(strategies.EXCHANGES)
+from signvote_jax.ops import dispatch
 
 
 class MajorityVoteState(NamedTuple):
@@ -58,6 +54,11 @@ def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
   informative = decided & (chance < 1)
   kappa = jnp.where(informative, (agree - chance) / jnp.where(informative, 1 - chance, 1), 0.0)
   return MajorityVoteState(agreement=jnp.where(decided, agree, 0.5), kappa=kappa)
+
+
+def _unmeasured() -> MajorityVoteState:
+  """The statistics of a single worker (``axis_name=None``): NaN, as there is no one to agree with."""
+  return MajorityVoteState(agreement=jnp.full((1,), jnp.nan, jnp.float32), kappa=jnp.full((1,), jnp.nan, jnp.float32))
 
 
 def check_floating(tree, who: str) -> None:
@@ -115,7 +116,8 @@ def scale_by_majority_vote(
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read its
     fields from any optimizer state with ``optax.tree.get(opt_state, "kappa")`` (or
-    ``"agreement"``), and pass the kappa to :func:`signvote_jax.suspected_workers`.
+    ``"agreement"``), and pass the kappa to :func:`signvote_jax.suspected_workers`. With
+    ``axis_name=None`` they are NaN: a single worker has no one to agree with.
 
   Example (one worker per device; identical gradients vote their own signs):
 
@@ -133,22 +135,11 @@ def scale_by_majority_vote(
     Bernstein et al., `signSGD with Majority Vote is Communication Efficient and Fault Tolerant
     <https://arxiv.org/abs/1810.05291>`_, ICLR 2019.
   """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"Unknown strategy {strategy!r}; valid strategies are {STRATEGIES}.")
-  if strategy == "hierarchical":
-    if axis_name is None or inner_axis_name is None:
-      raise ValueError(
-          "strategy='hierarchical' needs axis_name (the hosts' axis) and inner_axis_name (the axis "
-          f"of the devices in a host); got axis_name={axis_name!r}, inner_axis_name={inner_axis_name!r}."
-      )
-    if outer_strategy not in OUTER_STRATEGIES:
-      raise ValueError(f"Unknown outer_strategy {outer_strategy!r}; valid ones are {OUTER_STRATEGIES}.")
-  elif inner_axis_name is not None:
-    raise ValueError(f"inner_axis_name is only used by strategy='hierarchical', not {strategy!r}.")
+  plan = strategies.strategy(strategy, outer_strategy=outer_strategy, inner_axis_name=inner_axis_name,
+                             axis_name=axis_name)
   if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
     raise ValueError(f"num_workers must be a positive int, got {num_workers!r}.")
   dispatch.check_impl(impl)
-  exchange_name = outer_strategy if strategy == "hierarchical" else strategy
   who = "scale_by_majority_vote"
 
   def ballot_count() -> int | None:
@@ -171,6 +162,8 @@ def scale_by_majority_vote(
           f"{who}: init needs the worker count; call init inside the map over {axis_name!r}, "
           "or pass num_workers=M when building the transform."
       )
+    if axis_name is None:
+      return _unmeasured()
     return MajorityVoteState(agreement=jnp.full((count,), 0.5, jnp.float32), kappa=jnp.zeros((count,), jnp.float32))
 
   def update_fn(updates, state, params=None):
@@ -179,7 +172,7 @@ def scale_by_majority_vote(
     leaves, treedef = jax.tree.flatten(updates)
     if axis_name is None:
       votes = [jnp.where(leaf >= 0, 1, -1).astype(leaf.dtype) for leaf in leaves]
-      return treedef.unflatten(votes), MajorityVoteState(jnp.ones((1,), jnp.float32), jnp.ones((1,), jnp.float32))
+      return treedef.unflatten(votes), _unmeasured()
     count = axes.axis_size(axis_name, who)
     if state.agreement.shape != (count,):
       raise ValueError(
@@ -188,15 +181,7 @@ def scale_by_majority_vote(
       )
     if not leaves:
       return updates, state
-    exchange = strategies.EXCHANGES[exchange_name]
-    multiple = count if exchange_name in strategies.SHARDED else 1
-    if strategy == "hierarchical":
-      local = axes.axis_size(inner_axis_name, who)
-      layout = WordLayout.of(leaves, multiple=local * multiple)
-      tally = strategies.hierarchical(layout, leaves, inner_axis_name, axis_name, count, exchange, impl)
-    else:
-      layout = WordLayout.of(leaves, multiple=multiple)
-      tally = exchange(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, count, impl)
+    layout, tally = plan.tally(leaves, axis_name, inner_axis_name, impl)
     votes = layout.decode(tally.sign, tally.nonzero, leaves)
     # Equal on every worker; kept varying only where a per_worker wrapper typed the state so.
     statistics = jax.tree.map(axes.match_varying, vote_statistics(tally.counts), state)

@@ -82,25 +82,24 @@ def test_distributed_lion():
 
 
 def test_dtypes_preserved_and_no_retracing():
-  opt = sv.signum(LR, B1, WD, axis_name=AXIS, strategy="alltoall")
   mesh = harness.mesh((M,), (AXIS,))
+  opt = sv.shard_optimizer(sv.signum(LR, B1, WD, axis_name=AXIS, strategy="alltoall"), mesh)
   spec = jax.sharding.PartitionSpec(AXIS)
   params = {"w": jnp.ones((5, 7), jnp.bfloat16), "b": jnp.ones((3,), jnp.float32)}
 
   shared = jax.sharding.PartitionSpec()
   params = jax.device_put(params, jax.sharding.NamedSharding(mesh, shared))
-  specs = sv.stacked_specs(opt.init, mesh, shared, params)
+  state = opt.init(params)
+  specs = sv.partition_specs(state)
   traces = []
 
   def step(params, state, grads):
     traces.append(1)
     grads = jax.tree.map(lambda g: g[0], grads)
-    updates, state = opt.update(grads, sv.unstack_varying(state, specs), params)
-    return optax.apply_updates(params, updates), sv.stack_varying(state, specs)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
   sharded = jax.sharding.NamedSharding(mesh, spec)
-  init = jax.shard_map(lambda p: sv.stack_varying(opt.init(p), specs), mesh=mesh, in_specs=shared, out_specs=specs)
-  state = jax.jit(init)(params)
   run = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(shared, specs, spec), out_specs=(shared, specs)))
   rng = np.random.default_rng(0)
   for _ in range(3):

@@ -107,6 +107,10 @@ def test_single_worker_matches_optax_signum_with_decoupled_decay():
     u, s_theirs = theirs.update(g, s_theirs, p_theirs)
     p_theirs = optax.apply_updates(p_theirs, u)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), p_ours, p_theirs)
+  # One worker has no one to agree with: its statistics say "not measured", not "perfect".
+  vote_state = s_ours[1]
+  assert np.isnan(np.asarray(vote_state.agreement)).all() and np.isnan(np.asarray(vote_state.kappa)).all()
+  assert sv.suspected_workers(vote_state.kappa) == []
 
 
 def test_pmap_matches_numpy_reference():

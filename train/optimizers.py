@@ -111,7 +111,8 @@ def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> o
     if config.optimizer == "sgd":
       update = optax.chain(
           optax.add_decayed_weights(config.weight_decay),
-          optax.sgd(learning_rate, momentum=b1 if config.b1 else None),
+          # A late phase may turn the momentum on: keep it whenever either phase has one.
+          optax.sgd(learning_rate, momentum=b1 if (config.b1 or schedules.b1 is not None) else None),
       )
     else:
       update = optax.adamw(learning_rate, b1=b1, b2=config.b2, weight_decay=config.weight_decay)

@@ -132,9 +132,8 @@ def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
     model_state = jax.tree.map(lambda x: jax.lax.pcast(x, axes, to="varying"), variables)
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, model_state=model_state, opt_state=exp.tx.init(params))
 
-  specs = sv.stacked_specs(init, exp.mesh, ())
-  state = jax.jit(jax.shard_map(lambda: sv.stack_varying(init(), specs), mesh=exp.mesh, in_specs=(), out_specs=specs))()
-  return state, specs
+  state = sv.init_per_worker(init, exp.mesh)
+  return state, sv.partition_specs(state)
 
 
 def make_train_step(exp: Experiment, specs: TrainState):
@@ -148,7 +147,7 @@ def make_train_step(exp: Experiment, specs: TrainState):
   dropout_key = jax.random.key(exp.config.seed + 1)
 
   def step(state, batch):
-    state = sv.unstack_varying(state, specs)
+    state = sv.unstack_per_worker(state)
     # Each worker and step draws its own dropout mask, the same again when a run resumes.
     worker = jax.lax.axis_index(axes)
     rngs = {"dropout": jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), worker)}
@@ -171,7 +170,7 @@ def make_train_step(exp: Experiment, specs: TrainState):
     per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
     statistics = {name: optax.tree.get(opt_state, name) for name in VOTE_STATISTICS}
     shared = {} if statistics["kappa"] is None else statistics
-    return sv.stack_varying(new_state, specs), (per_worker, shared)
+    return sv.stack_per_worker(new_state), (per_worker, shared)
 
   mapped = jax.shard_map(step, mesh=exp.mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
   return jax.jit(mapped, donate_argnums=0)
@@ -187,7 +186,7 @@ def make_eval_step(exp: Experiment, specs: TrainState):
   model, axes = exp.model, exp.mesh.axis_names
 
   def step(params, model_state, batch):
-    model_state = jax.lax.pmean(sv.unstack_varying(model_state, specs.model_state), axes)
+    model_state = jax.lax.pmean(sv.unstack_per_worker(model_state), axes)
     logits = model.apply({"params": params, **model_state}, batch["inputs"], train=False)
     losses, correct = cross_entropy(logits, batch["targets"])
     top5 = top_k_correct(logits, batch["targets"], 5)

@@ -1,0 +1,135 @@
+"""Per-worker state through ``jax.shard_map``: an optimizer whose ``init`` and ``update`` are already mapped.
+
+Inside a map, a worker's momentum is its own (typed *varying* over the workers' axes) while counters
+and the vote's statistics are equal on every worker (*invariant*). Outside, a varying leaf lives as
+a global array stacked along a new leading dimension sharded over the axes it varies over, and an
+invariant leaf as one replicated array. The types decide which, so nothing else has to be carried:
+
+* :func:`init_per_worker` runs a function inside the map and returns its result in that layout;
+* :func:`partition_specs` reads the ``PartitionSpec`` of each leaf back from the arrays, for the
+  ``in_specs``/``out_specs`` of the user's ``shard_map``;
+* :func:`unstack_per_worker` and :func:`stack_per_worker`, inside the map, drop and add the leading
+  dimension of the varying leaves;
+* :func:`shard_optimizer` wraps an optax transformation with all of the above.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
+
+from signvote_jax import axes
+
+
+def _is_per_worker(x) -> bool:
+  return bool(axes.varying_axes(x))
+
+
+def unstack_per_worker(tree):
+  """Inside a map: each varying leaf without its leading (local, size 1) worker dimension."""
+  return jax.tree.map(lambda x: x[0] if _is_per_worker(x) else x, tree)
+
+
+def stack_per_worker(tree):
+  """Inside a map: each varying leaf with a leading worker dimension, to leave the map stacked."""
+  return jax.tree.map(lambda x: x[None] if _is_per_worker(x) else x, tree)
+
+
+def init_per_worker(fn: Callable, mesh: jax.sharding.Mesh, *args, in_specs=None):
+  """``fn(*args)`` run on every worker of ``mesh`` inside a jitted ``shard_map``, as global arrays.
+
+  A leaf that ``fn`` returns varying over some of the mesh's axes comes back stacked along a new
+  leading dimension sharded over them (in mesh order); an invariant leaf comes back replicated.
+
+  Args:
+    fn: builds the tree, e.g. an optimizer's ``init``.
+    mesh: the workers' mesh.
+    *args: its arguments (global arrays, or host values that are replicated).
+    in_specs: their specs; by default each argument leaf's own (:func:`partition_specs`).
+
+  Returns:
+    The global tree; :func:`partition_specs` gives the specs that carry it back into the map.
+  """
+  if in_specs is None:
+    in_specs = partition_specs(args)
+  names = tuple(mesh.axis_names)
+  found = []
+
+  def spec(x):
+    varying = tuple(a for a in names if a in axes.varying_axes(x))
+    return P(varying) if varying else P()
+
+  def probe(*inner):
+    out = fn(*inner)
+    found.append(jax.tree.map(spec, out))
+    return jax.tree.map(lambda x: x[None], out)  # Stacked over every axis: valid whatever the types.
+
+  # Tracing once tells each leaf's type, which sets the out_specs of the map that builds it.
+  jax.eval_shape(jax.shard_map(probe, mesh=mesh, in_specs=in_specs, out_specs=P(names)), *args)
+  specs = found[0]
+  build = jax.shard_map(lambda *inner: stack_per_worker(fn(*inner)), mesh=mesh, in_specs=in_specs, out_specs=specs)
+  return jax.jit(build)(*args)
+
+
+def partition_specs(tree):
+  """The ``PartitionSpec`` of each leaf of a tree of global arrays (``P()`` for host values)."""
+
+  def spec(x):
+    sharding = getattr(x, "sharding", None)
+    parts = list(sharding.spec) if isinstance(sharding, NamedSharding) else []
+    while parts and parts[-1] is None:  # Trailing replicated dimensions, as in the specs one writes.
+      parts.pop()
+    return P(*parts)
+
+  return jax.tree.map(spec, tree)
+
+
+class ShardedOptimizer(NamedTuple):
+  """An optax transformation for ``shard_map``, whose state lives outside the map as global arrays.
+
+  Attributes:
+    init: ``params -> state``, called outside the map on global (replicated) parameters; per-worker
+      leaves of the state (momentum) are stacked over the workers, the rest replicated.
+    update: ``(updates, state, params=None) -> (updates, state)``, called inside the user's
+      ``shard_map`` with the state passed through ``in_specs``/``out_specs`` of
+      :func:`partition_specs` (``state``), on this worker's ``updates``.
+  """
+
+  init: Callable[[Any], Any]
+  update: Callable[..., tuple[Any, Any]]
+
+
+def shard_optimizer(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> ShardedOptimizer:
+  """``tx`` with per-worker state carried in and out of ``jax.shard_map`` over ``mesh``.
+
+  Example: Signum with majority vote on 2 workers, one jitted step.
+
+  >>> import functools, jax, jax.numpy as jnp, optax, signvote_jax as sv
+  >>> from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+  >>> mesh = jax.make_mesh((2,), ("workers",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:2])
+  >>> opt = sv.shard_optimizer(sv.signum(0.1, axis_name="workers"), mesh)
+  >>> params = jax.device_put({"w": jnp.zeros(3)}, NamedSharding(mesh, P()))
+  >>> state = opt.init(params)
+  >>> specs = sv.partition_specs(state)
+  >>> specs[0].ema["w"], specs[1].kappa  # momentum stacked over the workers; the vote's statistics shared
+  (P('workers',), P())
+  >>> @jax.jit
+  ... @functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), specs, P("workers")), out_specs=(P(), specs))
+  ... def step(params, state, grads):
+  ...   updates, state = opt.update(jax.tree.map(lambda g: g[0], grads), state, params)
+  ...   return optax.apply_updates(params, updates), state
+  >>> grads = jax.device_put({"w": jnp.array([[1.0, -1.0, 2.0], [3.0, -1.0, -2.0]])}, NamedSharding(mesh, P("workers")))
+  >>> params, state = step(params, state, grads)
+  >>> print(params["w"])  # the vote: +1, -1 and a tie
+  [-0.1  0.1  0. ]
+  """
+  def init(params):
+    return init_per_worker(tx.init, mesh, params)
+
+  def update(updates, state, params=None):
+    updates, state = tx.update(updates, unstack_per_worker(state), params)
+    return updates, stack_per_worker(state)
+
+  return ShardedOptimizer(init, update)
