@@ -6,12 +6,14 @@
 The last f of the 7 workers send a faulty update (``faults.kind``): ``negate`` (the paper's
 adversary), ``random`` signs, ``zero`` (a dead worker), ``scale`` (x -1e3) or ``nan``. Both
 optimizers run the same trainer with the same faults injected before their exchange. It reports
-the final test accuracy (mean and spread over the seeds) and, for the vote, whether the workers its
-agreement statistics suspected were exactly the faulty ones. Writes
+the final test accuracy (mean and spread over the seeds) and, for the vote, whether its statistics
+named exactly the faulty workers: suspected by their kappa, or, for ``zero`` and ``nan`` workers,
+which have nothing to say and abstain, reported as abstaining (kappa NaN). Writes
 ``benchmarks/results/robustness-<device>-<date>.{json,md,png}``.
 """
 
 import argparse
+import math
 import sys
 
 import benchmarks
@@ -27,6 +29,8 @@ from signvote_jax import faults  # pylint: disable=wrong-import-position
 
 # The vote's recipe is configs/digits.py; SGD's is lr 0.1 with momentum 0.9 (it learns digits to ~97 %).
 OPTIMIZERS = {"signum": {"optimizer": "signum"}, "sgd": {"optimizer": "sgd", "learning_rate": 0.1, "b1": 0.9}}
+# Kinds whose workers have nothing to say: the vote reports them as abstaining, not as suspects.
+ABSTAINING = ("zero", "nan")
 
 
 def experiments(kinds, max_faulty):
@@ -37,15 +41,20 @@ def experiments(kinds, max_faulty):
 def measure(base, optimizer, kind, num_faulty, seed) -> dict:
   overrides = {**OPTIMIZERS[optimizer], "seed": seed, "faults.kind": "" if kind == "none" else kind,
                "faults.num_faulty": num_faulty}
-  summary, records = training.run(base, overrides)
+  summary, _ = training.run(base, overrides)
   faulty = list(range(base.num_workers - num_faulty, base.num_workers))
   suspected = summary["suspected_workers"]
-  # The vote's statistic behind the naming: each worker's kappa over the last log period.
-  kappa = [r for r in records if r["split"] == "train"][-1].get("kappa")
+  # The vote's statistic behind the naming: each worker's kappa averaged over the run (None or NaN:
+  # it abstained everywhere).
+  kappa = summary["kappa"]
+  named = None
+  if suspected is not None:
+    abstaining = [m for m, k in enumerate(kappa) if k is None or math.isnan(k)]
+    expected_suspects, expected_abstaining = ([], faulty) if kind in ABSTAINING else (faulty, [])
+    named = sorted(suspected) == expected_suspects and abstaining == expected_abstaining
   return {"optimizer": optimizer, "kind": kind, "num_faulty": num_faulty, "seed": seed,
           "test_accuracy": summary["test_accuracy"], "suspected_workers": suspected,
-          "named_faulty": None if suspected is None else sorted(suspected) == faulty, "kappa": kappa,
-          "wall_seconds": summary["wall_seconds"]}
+          "named_faulty": named, "kappa": kappa, "wall_seconds": summary["wall_seconds"]}
 
 
 def aggregate(rows):
@@ -133,7 +142,8 @@ def main(argv=None):
               f"{args.seeds} seeds (mean ± std of the final test accuracy). Signum: lr {base.learning_rate}, "
               f"b1 {base.b1}; SGD: lr {OPTIMIZERS['sgd']['learning_rate']}, momentum 0.9; both with "
               f"weight decay {base.weight_decay} and the same schedule. The faulty workers are the last f; the "
-              "last column counts the seeds where the vote's agreement statistics suspected exactly them.\n\n"
+              "last column counts the seeds where the vote named exactly them: suspected by kappa, or "
+              "reported as abstaining (zero, nan).\n\n"
               + table(stats, pairs, args.workers))
   return results.write("robustness", meta, rows, markdown, plot_for(args.kinds, args.max_faulty), args.out)
 

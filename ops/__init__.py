@@ -1,8 +1,10 @@
 """Bit-level kernels of signvote-jax: sign packing and majority vote.
 
 Every function here works on flat arrays with the bit layout fixed in DESIGN.md: flat coordinate
-``i`` of a leaf lives in word ``i // 32``, bit ``i % 32`` (least significant first); bit 1 means the
-sign +1 (``v >= 0``, so both zeros vote +1), bit 0 means -1 (``v < 0`` or NaN).
+``i`` of a leaf lives in word ``i // 32``, bit ``i % 32`` (least significant first). A ballot
+(:func:`pack_ballot`) has bit 1 for +1 and 0 for -1, and one flag a word for whether the worker
+votes on it; where it has nothing to say (zero or non-finite) inside a word it votes on, it sends an
+unbiased filler bit.
 
 Each function takes ``impl="auto" | "jax" | "triton"``. ``"jax"`` is the pure-JAX reference that runs
 everywhere; ``"triton"`` runs a Triton kernel through ``jax_triton`` on a GPU; ``"auto"`` picks Triton
@@ -10,7 +12,7 @@ when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX ot
 """
 
 from .dispatch import IMPLS, triton_impls
-from .packing import num_words, pack_signs, pack_ternary, unpack_signs, unpack_ternary
+from .packing import filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, unpack_signs, unpack_ternary
 from .voting import AgreementCounts, agreement_counts, decode_planes, vote_planes
 
 __all__ = [
@@ -18,7 +20,10 @@ __all__ = [
     "IMPLS",
     "agreement_counts",
     "decode_planes",
+    "filler_word",
     "num_words",
+    "pack_ballot",
+    "pack_bits",
     "pack_signs",
     "pack_ternary",
     "triton_impls",

@@ -40,6 +40,54 @@ def _pack_signs_triton(x):
   return triton_kernels.pack_signs(x)
 
 
+def filler_word(phase) -> jax.Array:
+  """``u32[]`` with bit ``b`` set where ``(phase + b) % 2 == 1``: as many ones as zeros.
+
+  What a worker sends where it has nothing to say inside a word it votes on (``phase`` = step +
+  worker), and how an odd number of workers break a tie among the voters (``phase`` = step).
+  """
+  return jnp.where(jnp.asarray(phase) % 2 == 0, jnp.uint32(0xAAAAAAAA), jnp.uint32(0x55555555))
+
+
+def pack_ballot(x: jax.Array, phase, *, impl: str = "auto"):
+  """A worker's ballot of ``x`` (any shape, floating): ``(words, voting, nonfinite)``.
+
+  A coordinate has something to say where it is finite and not zero. The worker votes on a word of
+  32 coordinates where at least one of them has something to say, and abstains on the whole word
+  otherwise (``voting``, one flag a word). Inside a word it votes on, the bit of a coordinate is
+  its sign (1 for +1), and the filler bit of :func:`filler_word` where it has nothing to say, so that
+  zeros and non-finite values never lean the vote either way.
+
+  Args:
+    x: the values.
+    phase: the filler's phase, step + worker index (a traced integer is fine).
+    impl: of the sign packing.
+
+  Returns:
+    ``words`` ``u32[ceil(n / 32)]``, ``voting`` ``bool[ceil(n / 32)]`` and ``nonfinite``, ``u32[]``,
+    the number of non-finite coordinates.
+
+  >>> import jax.numpy as jnp
+  >>> words, voting, nonfinite = pack_ballot(jnp.array([2.0, 0.0, -1.0, jnp.nan]), phase=0)
+  >>> hex(int(words[0])), voting.tolist(), int(nonfinite)  # bits: +1, filler 1, -1, filler 1
+  ('0xb', [True], 1)
+  >>> pack_ballot(jnp.zeros(40), phase=0)[1].tolist()  # nothing to say: abstains on both words
+  [False, False]
+  """
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"pack_ballot needs a floating array, got dtype {x.dtype}.")
+  flat = jnp.ravel(x)
+  size = flat.shape[0]
+  say = jnp.isfinite(flat) & (flat != 0)
+  filler = unpack_bits(jnp.broadcast_to(filler_word(phase), (num_words(size),)))[:size]
+  one = jnp.ones((), flat.dtype)
+  # Values with no zero and no NaN left, so that pack_signs (v >= 0) stores exactly the ballot's bits.
+  signed = jnp.where(say, flat, jnp.where(filler, one, -one))
+  voting = jnp.any(jnp.pad(say, (0, num_words(size) * BITS - size)).reshape(-1, BITS), axis=1)
+  nonfinite = jnp.sum(~jnp.isfinite(flat), dtype=jnp.uint32)
+  return pack_signs(signed, impl=impl), voting, nonfinite
+
+
 def pack_bits(bits: jax.Array) -> jax.Array:
   """Packs a flat boolean array into uint32 words, least significant bit first."""
   size = bits.shape[0]

@@ -49,24 +49,35 @@ def pack_kernel(x_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
 
 
 @triton.jit
-def _count_tile(words_ptr, word, num_words, num_workers, BLOCK_WORDS: tl.constexpr):
-  """``[B, 32]`` counts of workers whose bit is 1, over rows of ``u32[M, num_words]``."""
+def vote_planes_kernel(words_ptr, voting_ptr, phase_ptr, sign_ptr, nonzero_ptr, num_words, num_workers,
+                       ODD: tl.constexpr, BLOCK_WORDS: tl.constexpr):
+  """Sign and non-zero planes of ``u32[M, num_words]`` ballots with abstention (``ops.vote_planes``).
+
+  ``voting`` is ``u32[M, num_words]``, 1 where worker m votes on the word. With P and N the voters'
+  1 and 0 bits: sign = P > N, non-zero = P != N; for odd M a tie among voters is broken by the
+  parity of ``phase + bit`` (+1 where odd), and only a word without voters is 0.
+  """
+  word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
   shifts = tl.arange(0, 32).to(tl.uint32)
-  count = tl.zeros((BLOCK_WORDS, 32), dtype=tl.int32)
+  margin = tl.zeros((BLOCK_WORDS, 32), dtype=tl.int32)
+  voters = tl.zeros((BLOCK_WORDS,), dtype=tl.int32)
   for m in range(num_workers):
     row = tl.load(words_ptr + m * num_words + word, mask=word < num_words, other=0)
-    count += ((row[:, None] >> shifts[None, :]) & 1).to(tl.int32)
-  return count
-
-
-@triton.jit
-def vote_planes_kernel(words_ptr, sign_ptr, nonzero_ptr, num_words, num_workers, BLOCK_WORDS: tl.constexpr):
-  """Sign plane (2c > M) and non-zero plane (2c != M) of ``u32[M, num_words]``."""
-  word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
-  margin = 2 * _count_tile(words_ptr, word, num_words, num_workers, BLOCK_WORDS) - num_workers
-  shifts = tl.arange(0, 32).to(tl.uint32)
-  tl.store(sign_ptr + word, _pack_bits_tile(margin > 0, shifts), mask=word < num_words)
-  tl.store(nonzero_ptr + word, _pack_bits_tile(margin != 0, shifts), mask=word < num_words)
+    votes = tl.load(voting_ptr + m * num_words + word, mask=word < num_words, other=0).to(tl.int32)
+    bits = ((row[:, None] >> shifts[None, :]) & 1).to(tl.int32)
+    margin += (2 * bits - 1) * votes[:, None]
+    voters += votes
+  if ODD:
+    phase = tl.load(phase_ptr)
+    tie_positive = ((tl.arange(0, 32) + phase) % 2) == 1
+    anyone = tl.broadcast_to((voters > 0)[:, None], (BLOCK_WORDS, 32))
+    positive = (margin > 0) | ((margin == 0) & anyone & tie_positive[None, :])
+    nonzero = anyone
+  else:
+    positive = margin > 0
+    nonzero = margin != 0
+  tl.store(sign_ptr + word, _pack_bits_tile(positive, shifts), mask=word < num_words)
+  tl.store(nonzero_ptr + word, _pack_bits_tile(nonzero, shifts), mask=word < num_words)
 
 
 def _grid(num_words: int):
@@ -88,11 +99,12 @@ def pack_signs(x: jax.Array) -> jax.Array:
   return _call(jnp.ravel(x), size, kernel=pack_kernel, out_shape=out, grid=_grid(num_words))
 
 
-def vote_planes(words: jax.Array):
+def vote_planes(words: jax.Array, voting: jax.Array, tie_phase: jax.Array):
   """Triton twin of the plane vote in :func:`ops.vote_planes`."""
   num_workers, num_words = words.shape
   plane = jax.ShapeDtypeStruct((num_words,), jnp.uint32)
   if num_words == 0:
     return jnp.zeros((0,), jnp.uint32), jnp.zeros((0,), jnp.uint32)
-  return tuple(_call(words, num_words, num_workers, kernel=vote_planes_kernel,
-                     out_shape=(plane, plane), grid=_grid(num_words)))
+  return tuple(_call(words, voting.astype(jnp.uint32), jnp.asarray(tie_phase, jnp.int32).reshape(1), num_words,
+                     num_workers, kernel=vote_planes_kernel, out_shape=(plane, plane), grid=_grid(num_words),
+                     ODD=num_workers % 2 == 1))

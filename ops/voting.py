@@ -11,17 +11,25 @@ from . import packing
 _ALL_BITS = 0xFFFFFFFF
 
 
-def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, impl: str = "auto"):
-  """Votes ``u32[M, W]`` (row m: worker m's packed signs) into two bit planes.
+def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, voting: jax.Array | None = None,
+                tie_phase=0, impl: str = "auto"):
+  """Votes ``u32[M, W]`` (row m: worker m's ballot) into two bit planes.
 
-  With ``c`` the number of workers whose bit is 1, the vote is ``sign(2c - M)``. It is returned as
-  a *sign* plane (bit 1 where ``2c > M``) and a *non-zero* plane (bit 1 where ``2c != M``; a tie,
-  possible only for even M, has non-zero bit 0 and means a vote of 0).
+  With P and N the numbers of workers voting on a coordinate's word whose bit is 1 and 0, the vote
+  is ``sign(P - N)``: 0 where no worker votes. A tie among the voters is 0 for even M; for odd M it is
+  broken by :func:`ops.packing.filler_word` of ``tie_phase`` (+1 where its bit is 1), as the way
+  back of ``alltoall`` has one bit per coordinate for odd M. Without abstentions this is
+  ``sign(2c - M)`` with c the count of 1 bits, and a tie is possible only for even M.
+
+  The vote is returned as a *sign* plane (bit 1 where it is +1) and a *non-zero* plane (bit 1 where
+  it is not 0).
 
   Args:
-    words: ``u32[M, W]``, the packed signs of M workers.
+    words: ``u32[M, W]``, the packed ballots of M workers.
     valid: optional ``u32[W]`` mask of the bits that hold coordinates; the non-zero plane is
       and-ed with it so that padding bits never count as votes.
+    voting: optional ``bool[M, W]``: whether worker m votes on word w (all of them if None).
+    tie_phase: an integer (the step), for odd M only.
     impl: ``"auto"``, ``"jax"`` or ``"triton"``.
 
   Returns:
@@ -32,32 +40,50 @@ def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, impl: str =
   >>> ballots = jnp.stack([pack_signs(jnp.array(v)) for v in ([1., 1., -1.], [1., -1., -1.])])
   >>> decode_planes(*vote_planes(ballots), 3, jnp.float32).tolist()  # two workers: a split gives 0
   [1.0, 0.0, -1.0]
+  >>> voting = jnp.array([[True], [False]])  # worker 1 abstains: worker 0 decides alone
+  >>> decode_planes(*vote_planes(ballots, voting=voting), 3, jnp.float32).tolist()
+  [1.0, 1.0, -1.0]
   """
-  sign, nonzero = dispatch.call(impl, _vote_planes_jax, _vote_planes_triton, words)
+  if voting is None:
+    voting = jnp.ones(words.shape, jnp.bool_)
+  if voting.shape != words.shape:
+    raise ValueError(f"voting must be one flag per ballot word, shape {words.shape}; got {voting.shape}.")
+  tie_phase = jnp.asarray(tie_phase, jnp.int32)
+  sign, nonzero = dispatch.call(impl, _vote_planes_jax, _vote_planes_triton, words, voting, tie_phase)
   if valid is not None:
     nonzero = nonzero & valid
   return sign, nonzero
 
 
-def _vote_planes_jax(words):
+def _vote_planes_jax(words, voting, tie_phase):
   """The vote from bit-sliced counts: no coordinate is ever unpacked from its word.
 
-  Plane k of the count holds bit k of every coordinate's ``c``, so adding a ballot is a ripple of
-  XOR and AND over whole words, and ``2c > M`` is a comparison of those planes with a constant:
-  about 2 log2(M) word operations per ballot word where unpacking takes 32 per ballot.
+  Plane k of a count holds bit k of every coordinate's count, so adding a ballot is a ripple of XOR
+  and AND over whole words, and comparing 2P with the number of voters V (the same for all 32
+  coordinates of a word) is a comparison of planes: about 2 log2(M) word operations per ballot word
+  where unpacking takes 32 per ballot.
   """
   num_workers = words.shape[0]
-  count = _bit_sliced_count(words)
-  sign = _at_least(count, num_workers // 2 + 1)
-  if num_workers % 2:
-    return sign, jnp.full_like(sign, _ALL_BITS)
-  return sign, ~_equals(count, num_workers // 2)
+  masks = jnp.where(voting, jnp.uint32(_ALL_BITS), jnp.uint32(0))
+  plus = _bit_sliced_count(words & masks)
+  voters = jnp.sum(voting, axis=0, dtype=jnp.uint32)
+  voter_planes = [_broadcast_bit(voters, k) for k in range(num_workers.bit_length())]
+  greater, equal = _compare([jnp.zeros_like(plus[0])] + plus, voter_planes)  # 2P against V.
+  if num_workers % 2 == 0:
+    return greater, ~equal
+  anyone = jnp.where(voters > 0, jnp.uint32(_ALL_BITS), jnp.uint32(0))
+  return greater | (equal & anyone & packing.filler_word(tie_phase)), anyone
 
 
-def _vote_planes_triton(words):
+def _vote_planes_triton(words, voting, tie_phase):
   from . import triton_kernels  # pylint: disable=import-outside-toplevel
 
-  return tuple(triton_kernels.vote_planes(words))
+  return tuple(triton_kernels.vote_planes(words, voting, tie_phase))
+
+
+def _broadcast_bit(value, k):
+  """``u32[W]``: all 32 bits set where bit ``k`` of ``value[w]`` is 1."""
+  return jnp.where((value >> k) & 1, jnp.uint32(_ALL_BITS), jnp.uint32(0))
 
 
 def _bit_sliced_count(words):
@@ -80,23 +106,16 @@ def _bit_sliced_count(words):
   return list(jax.lax.scan(add_ballot, (zero,) * width, words)[0])
 
 
-def _at_least(count, threshold: int):
-  """Bit 1 where the bit-sliced ``count`` is at least the constant ``threshold`` (< 2 ** len(count))."""
-  greater, equal = jnp.zeros_like(count[0]), jnp.full_like(count[0], _ALL_BITS)
-  for k in reversed(range(len(count))):  # From the most significant bit down.
-    if (threshold >> k) & 1:
-      equal = equal & count[k]
-    else:
-      greater, equal = greater | (equal & count[k]), equal & ~count[k]
-  return greater | equal
-
-
-def _equals(count, value: int):
-  """Bit 1 where the bit-sliced ``count`` equals the constant ``value``."""
-  equal = jnp.full_like(count[0], _ALL_BITS)
-  for k, plane in enumerate(count):
-    equal = equal & (plane if (value >> k) & 1 else ~plane)
-  return equal
+def _compare(a, b):
+  """Bit planes of ``a > b`` and ``a == b`` for bit-sliced ``a`` and ``b`` (least significant plane first)."""
+  zero = jnp.zeros_like(a[0])
+  width = max(len(a), len(b))
+  a, b = a + [zero] * (width - len(a)), b + [zero] * (width - len(b))
+  greater, equal = zero, jnp.full_like(zero, _ALL_BITS)
+  for k in reversed(range(width)):  # From the most significant bit down.
+    greater = greater | (equal & a[k] & ~b[k])
+    equal = equal & ~(a[k] ^ b[k])
+  return greater, equal
 
 
 def decode_planes(sign: jax.Array, nonzero: jax.Array, size: int, dtype) -> jax.Array:
@@ -107,24 +126,26 @@ def decode_planes(sign: jax.Array, nonzero: jax.Array, size: int, dtype) -> jax.
 
 
 class AgreementCounts(NamedTuple):
-  """Counts over the non-tied coordinates of a vote, from which the vote statistics follow.
+  """Per worker, counts over the coordinates where the vote is not 0 and the worker voted.
 
   Every field is a sum over coordinates, so the counts of disjoint shards add up to those of the
   whole buffer.
   """
 
-  agree: jax.Array  # u32[M]: per worker, coordinates where its sign equals the vote.
-  positive: jax.Array  # u32[M]: per worker, coordinates where it voted +1.
-  vote_positive: jax.Array  # u32[]: coordinates where the vote is +1.
-  total: jax.Array  # u32[]: non-tied coordinates.
+  agree: jax.Array  # u32[M]: coordinates where its sign equals the vote.
+  positive: jax.Array  # u32[M]: coordinates where it sent +1.
+  vote_positive: jax.Array  # u32[M]: coordinates where the vote is +1.
+  total: jax.Array  # u32[M]: coordinates counted (0: it abstained wherever the vote was not 0).
 
 
-def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array) -> AgreementCounts:
-  """Counts, for each of M workers, how its ballot relates to the vote on the non-tied coordinates.
+def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array,
+                     voting: jax.Array | None = None) -> AgreementCounts:
+  """Counts, for each of M workers, how its ballot relates to the vote where it voted.
 
   Args:
     words: ``u32[M, W]`` ballots.
     sign, nonzero: ``u32[W]`` planes of the vote (``nonzero`` already masked to valid bits).
+    voting: optional ``bool[M, W]``, whether worker m voted on word w (all of them if None).
 
   Returns:
     An :class:`AgreementCounts`.
@@ -133,9 +154,10 @@ def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array) -> A
   def count(bits):
     return jnp.sum(jax.lax.population_count(bits), axis=-1, dtype=jnp.uint32)
 
+  counted = nonzero if voting is None else jnp.where(voting, nonzero, jnp.uint32(0))
   return AgreementCounts(
-      agree=count(~(words ^ sign) & nonzero),
-      positive=count(words & nonzero),
-      vote_positive=count(sign & nonzero),
-      total=count(nonzero),
+      agree=count(~(words ^ sign) & counted),
+      positive=count(words & counted),
+      vote_positive=count(sign & counted),
+      total=count(jnp.broadcast_to(counted, words.shape)),
   )

@@ -41,7 +41,8 @@ def byzantine(kind: str, workers: Sequence[int], axis_name, seed: int = 0) -> op
   momentum, stays honest, as in the paper's experiments.
 
   Kinds: ``"negate"`` sends ``-u`` (the paper's adversary); ``"random"`` sends ``|u|`` with random
-  signs; ``"zero"`` sends zeros (a dead worker); ``"nan"`` sends NaN; ``"scale"`` sends ``-1000 u``
+  signs; ``"zero"`` sends zeros (a dead worker) and ``"nan"`` sends NaN, both of which the vote
+  abstains on (averaging does not); ``"scale"`` sends ``-1000 u``
   (harmless to a vote, fatal to an average).
 
   Args:
@@ -100,7 +101,9 @@ def suspected_workers(kappa) -> list[int]:
 
   Honest workers share the true gradient sign, so they agree with the vote well beyond chance
   (kappa well above 0, see :func:`signvote_jax.vote.vote_statistics`); a worker sending random signs,
-  or a constant ballot (dead or NaN), sits near 0, and a negating one below it. With fewer than M/2
+  or a constant ballot, sits near 0, and a negating one below it. A worker with nothing to say
+  (a dead one sending zeros, a NaN one) abstains: its kappa is NaN, and it is reported as
+  abstaining (``MajorityVoteState.nonfinite`` tells why), never suspected. With fewer than M/2
   faulty workers the median is an honest worker's, so a worker is suspected when its kappa falls
   below half the median. When the median itself is 0 or below, the statistics carry no signal and
   no one is named.
@@ -112,13 +115,16 @@ def suspected_workers(kappa) -> list[int]:
   Returns:
     Sorted indices of the suspected workers.
 
-  >>> suspected_workers([0.6, 0.55, 0.0, 0.62, -0.5])
+  >>> suspected_workers([0.6, 0.55, 0.0, 0.62, -0.5, float("nan")])  # the last abstained everywhere
   [2, 4]
   """
   kappa = np.asarray(kappa, np.float64)
   if kappa.ndim != 1:
     raise ValueError(f"kappa must be one value per worker (shape [M]), got shape {kappa.shape}.")
-  median = float(np.median(kappa))
+  measured = np.isfinite(kappa)  # NaN: a worker that abstained everywhere, or a lone worker.
+  if not measured.any():
+    return []
+  median = float(np.median(kappa[measured]))
   if not median > 0:
     return []
-  return [int(i) for i in np.flatnonzero(kappa < median / 2)]
+  return [int(i) for i in np.flatnonzero(measured & (kappa < median / 2))]

@@ -1,12 +1,29 @@
 """Where each leaf of an update tree lives in the one uint32 buffer that is exchanged per step."""
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from signvote_jax import ops
+
+
+class Ballot(NamedTuple):
+  """What one worker sends: its bits and, per word, whether it votes there."""
+
+  words: jax.Array  # u32[W]: bit 1 for +1 (filler bits where it has nothing to say).
+  voting: jax.Array  # bool[W]: whether it votes on the word (it abstains on a word with nothing to say).
+  nonfinite: jax.Array  # u32[]: its non-finite coordinates.
+
+  @classmethod
+  def of(cls, parts, padding: int) -> "Ballot":
+    """The ballot of consecutive parts (``ops.pack_ballot`` triples), then ``padding`` abstained words."""
+    words, voting, nonfinite = zip(*parts)
+    return cls(jnp.concatenate([*words, jnp.zeros((padding,), jnp.uint32)]),
+               jnp.concatenate([*voting, jnp.zeros((padding,), jnp.bool_)]),
+               sum(nonfinite[1:], nonfinite[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +53,10 @@ class WordLayout:
     total = int(sum(counts))
     return cls(offsets, sizes, total, -(-total // multiple) * multiple)
 
-  def pack(self, leaves, *, impl: str = "auto") -> jax.Array:
-    """The signs of all ``leaves`` as one ``u32[padded_words]`` buffer."""
-    parts = [ops.pack_signs(leaf, impl=impl) for leaf in leaves]
-    parts.append(jnp.zeros((self.padded_words - self.num_words,), jnp.uint32))
-    return jnp.concatenate(parts)
+  def ballot(self, leaves, phase, *, impl: str = "auto") -> "Ballot":
+    """This worker's ballot of all ``leaves`` (:func:`ops.pack_ballot` of each) in one buffer."""
+    return Ballot.of([ops.pack_ballot(leaf, phase, impl=impl) for leaf in leaves],
+                     self.padded_words - self.num_words)
 
   def floats(self, leaves) -> jax.Array:
     """All ``leaves`` as one ``f32[32 * padded_words]`` buffer with the word layout: coordinate ``j``

@@ -1,9 +1,33 @@
 """Signum with majority vote: Algorithm 1 of Bernstein et al. (ICLR 2019) as an optax chain."""
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from signvote_jax import axes
 from signvote_jax.vote import scale_by_majority_vote
+
+
+def momentum(b1) -> optax.GradientTransformation:
+  r"""``optax.ema(b1, debias=False)`` that a non-finite gradient never enters.
+
+  .. math::  v \leftarrow (1 - \beta) g + \beta v \quad \text{where } g \text{ is finite; else } v
+             \text{ is kept and the update is NaN}
+
+  Per coordinate: a NaN or Inf gradient leaves that coordinate's momentum as it was, and the update
+  passed on is NaN there, so that the vote after it abstains and counts the event (``nonfinite``
+  in :class:`signvote_jax.MajorityVoteState`). Elsewhere it is bit-identical to ``optax.ema``.
+  """
+  ema = optax.ema(b1, debias=False)
+
+  def update_fn(updates, state, params=None):
+    moved, new_state = ema.update(updates, state, params)
+    finite = jax.tree.map(jnp.isfinite, updates)
+    kept = jax.tree.map(jnp.where, finite, moved, state.ema)
+    sent = jax.tree.map(lambda f, v: jnp.where(f, v, jnp.asarray(jnp.nan, v.dtype)), finite, kept)
+    return sent, new_state._replace(ema=kept)
+
+  return optax.GradientTransformation(ema.init, update_fn)
 
 
 def signum(
@@ -29,8 +53,10 @@ def signum(
     x &\leftarrow x - \eta \, (V + \lambda x)
 
   with learning rate :math:`\eta`, momentum :math:`\beta` (``b1``; 0 gives signSGD with majority
-  vote) and decoupled weight decay :math:`\lambda`. ``sign(v) = +1`` for ``v >= 0``, and a tied vote
-  (even M) is 0. It is the chain ``ema(b1) -> [fault] -> scale_by_majority_vote ->
+  vote) and decoupled weight decay :math:`\lambda`. A worker abstains where its momentum is zero or
+  non-finite (per word of 32 coordinates on the wire, see :func:`signvote_jax.scale_by_majority_vote`),
+  a coordinate no one votes on does not move (but for weight decay), and a non-finite gradient never
+  enters the momentum (:func:`momentum`). It is the chain ``momentum(b1) -> [fault] -> scale_by_majority_vote ->
   add_decayed_weights(weight_decay) -> scale_by_learning_rate(learning_rate)``, so it works under
   ``optax.inject_hyperparams``, ``optax.MultiSteps`` and ``optax.masked``. The paper's defaults are
   ``learning_rate=1e-4, b1=0.9``.
@@ -68,7 +94,7 @@ def signum(
   if isinstance(weight_decay, (int, float)) and weight_decay < 0:
     raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
   return optax.chain(
-      axes.per_worker(optax.ema(b1, debias=False), axes.axis_tuple(axis_name, inner_axis_name)),
+      axes.per_worker(momentum(b1), axes.axis_tuple(axis_name, inner_axis_name)),
       *([fault] if fault is not None else []),
       scale_by_majority_vote(
           axis_name,

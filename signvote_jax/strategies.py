@@ -18,58 +18,83 @@ import jax.numpy as jnp
 
 from signvote_jax import axes
 from signvote_jax import ops
-from signvote_jax.layout import WordLayout
+from signvote_jax.layout import Ballot, WordLayout
 
 
 class Tally(NamedTuple):
   """The vote of all workers, as returned by an exchange (equal on every worker)."""
 
   sign: jax.Array  # u32[W]: bit 1 where the vote is +1.
-  nonzero: jax.Array  # u32[W]: bit 1 where the vote is not a tie (and a coordinate lives).
+  nonzero: jax.Array  # u32[W]: bit 1 where the vote is not 0 (and a coordinate lives).
   counts: ops.AgreementCounts  # Of every worker's ballot against the vote, over all coordinates.
+  nonfinite: jax.Array  # u32[M]: each worker's non-finite coordinates, as it reports them.
 
 
-def _allgather(words, valid, axis_name, impl) -> Tally:
+def _flags(voting):
+  """``bool[..., S]`` word flags to ``u32[..., ceil(S / 32)]`` for the wire."""
+  size = voting.shape[-1]
+  pad = [(0, 0)] * (voting.ndim - 1) + [(0, ops.num_words(size) * 32 - size)]
+  return ops.packing.pack_bit_rows(jnp.pad(voting, pad))
+
+
+def _unflags(words, size):
+  """Inverse of :func:`_flags`."""
+  return ops.packing.unpack_bits(words)[..., :size]
+
+
+def _allgather(ballot, valid, axis_name, phase, impl) -> Tally:
   """Every worker gathers all M ballots and counts them itself.
 
-  Receives ``(M - 1) * W`` words per worker. A faulty sender cannot change anyone's count beyond its
+  Receives ``(M - 1) (W + W / 32 + 1)`` words per worker: the bits, one flag a word for abstention,
+  and the count of non-finite coordinates. A faulty sender cannot change anyone's count beyond its
   own ballot.
   """
-  ballots = jax.lax.all_gather(words, axis_name, to="invarying")
-  sign, nonzero = ops.vote_planes(ballots, valid, impl=impl)
-  return Tally(sign, nonzero, ops.agreement_counts(ballots, sign, nonzero))
+  size = ballot.words.shape[0]
+  payload = jnp.concatenate([ballot.words, _flags(ballot.voting), ballot.nonfinite[None]])
+  gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
+  words, voting = gathered[:, :size], _unflags(gathered[:, size:-1], size)
+  sign, nonzero = ops.vote_planes(words, valid, voting=voting, tie_phase=phase, impl=impl)
+  return Tally(sign, nonzero, ops.agreement_counts(words, sign, nonzero, voting), gathered[:, -1])
 
 
-def _alltoall(words, valid, axis_name, impl) -> Tally:
+def _alltoall(ballot, valid, axis_name, phase, impl) -> Tally:
   """Worker j votes shard j of every ballot, then the voted shards are gathered.
 
-  About ``2 (M - 1) / M * W`` words per worker for odd M, whatever M: 1/32 of a float32 ring
-  all-reduce. For even M a tie must come back as 0, so the way back carries three states; they
-  travel in base 3, 20 votes per word (1.6 bits per coordinate where a sign plane and a non-zero
-  plane would take 2), about 1/25 of the all-reduce. The agreement counts of each shard (2 M + 2
-  words) ride along in the same gather, so a step has one all-to-all and one all-gather, both of
-  uint32 words.
+  The way out carries each shard's bits and its abstention flags (one bit a word): about
+  ``(M - 1) / M * 33/32 W`` words per worker. For odd M the way back is the sign plane of the voted
+  shard and one flag a word for the words nobody voted on (a tie among voters is broken by the
+  step's parity, see ``ops.vote_planes``): in all about 1/31 of a float32 ring all-reduce, whatever
+  M. For even M a tie must come back as 0, so the way back carries three states; they travel in
+  base 3, 20 votes per word (1.6 bits per coordinate), about 1/24.3 of the all-reduce. The
+  agreement counts of each shard (4 M words) and the sender's non-finite count ride along in the
+  same gather, so a step has one all-to-all and one all-gather, both of uint32 words.
   """
   num_workers = axes.axis_size(axis_name, "alltoall")
-  shard = words.shape[0] // num_workers
+  shard = ballot.words.shape[0] // num_workers
+  out = jnp.concatenate([ballot.words.reshape(num_workers, shard),
+                         _flags(ballot.voting.reshape(num_workers, shard))], axis=1)
   # Row i of `received` is worker i's copy of the shard that this worker votes.
-  received = jax.lax.all_to_all(words.reshape(num_workers, shard), axis_name, 0, 0)
+  received = jax.lax.all_to_all(out, axis_name, 0, 0)
+  words, voting = received[:, :shard], _unflags(received[:, shard:], shard)
   start = jax.lax.axis_index(axis_name) * shard
-  sign, nonzero = ops.vote_planes(received, jax.lax.dynamic_slice_in_dim(valid, start, shard), impl=impl)
-  counts, unravel_counts = ravel_pytree(ops.agreement_counts(received, sign, nonzero))
+  valid_shard = jax.lax.dynamic_slice_in_dim(valid, start, shard)
+  sign, nonzero = ops.vote_planes(words, valid_shard, voting=voting, tie_phase=phase, impl=impl)
+  counts, unravel_counts = ravel_pytree(ops.agreement_counts(words, sign, nonzero, voting))
   ties_possible = num_workers % 2 == 0
-  vote = ops.pack_ternary(sign, nonzero) if ties_possible else sign
-  payload = jnp.concatenate([vote, counts])
-  gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
+  vote = (ops.pack_ternary(sign, nonzero) if ties_possible
+          else jnp.concatenate([sign, _flags(jnp.any(voting, axis=0))]))
+  gathered = jax.lax.all_gather(jnp.concatenate([vote, counts, ballot.nonfinite[None]]), axis_name, to="invarying")
   votes = gathered[:, : vote.shape[0]]
   if ties_possible:
     sign, nonzero = ops.unpack_ternary(votes, shard)
     sign, nonzero = sign.reshape(-1), nonzero.reshape(-1)
   else:
-    sign, nonzero = votes.reshape(-1), valid
+    sign = votes[:, :shard].reshape(-1)
+    decided = _unflags(votes[:, shard:], shard).reshape(-1)
+    nonzero = jnp.where(decided, valid, jnp.uint32(0))
   # Counts are sums over coordinates: those of the whole buffer add up from the shards'.
-  counts = unravel_counts(jnp.sum(gathered[:, vote.shape[0] :], axis=0, dtype=jnp.uint32))
-  return Tally(sign, nonzero, counts)
+  counts = unravel_counts(jnp.sum(gathered[:, vote.shape[0] : -1], axis=0, dtype=jnp.uint32))
+  return Tally(sign, nonzero, counts, gathered[:, -1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +104,7 @@ class Exchange:
   Attributes:
     name: what users call it.
     sharded: whether ``W`` must split into one equal shard per worker.
-    run: ``(words, valid, axis_name, impl) -> Tally``.
+    run: ``(ballot, valid, axis_name, phase, impl) -> Tally``, ``phase`` the step.
   """
 
   name: str
@@ -108,19 +133,20 @@ class Strategy:
   exchange: Exchange
   hierarchical: bool = False
 
-  def tally(self, leaves, axis_name, inner_axis_name, impl: str) -> tuple[WordLayout, Tally]:
-    """The vote of ``leaves`` (this worker's update) over ``axis_name``, with its word layout."""
+  def tally(self, leaves, axis_name, inner_axis_name, step, impl: str) -> tuple[WordLayout, Tally]:
+    """The vote of ``leaves`` (this worker's update) over ``axis_name`` at ``step``, with its word layout."""
     num_ballots = axes.axis_size(axis_name, "scale_by_majority_vote")
     multiple = self.exchange.word_multiple(num_ballots)
     if not self.hierarchical:
       layout = WordLayout.of(leaves, multiple=multiple)
-      return layout, self.exchange.run(layout.pack(leaves, impl=impl), layout.valid_mask(), axis_name, impl)
+      ballot = layout.ballot(leaves, step + jax.lax.axis_index(axis_name), impl=impl)
+      return layout, self.exchange.run(ballot, layout.valid_mask(), axis_name, step, impl)
     local = axes.axis_size(inner_axis_name, "hierarchical")
     layout = WordLayout.of(leaves, multiple=local * multiple)
-    return layout, _hierarchical(layout, leaves, inner_axis_name, axis_name, self.exchange, impl)
+    return layout, _hierarchical(layout, leaves, inner_axis_name, axis_name, self.exchange, step, impl)
 
 
-def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange, impl: str) -> Tally:
+def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange, step, impl: str) -> Tally:
   """Sums the updates inside each host, then votes the hosts' signs across hosts with ``exchange``.
 
   The G devices of a host split the work: a reduce-scatter over ``inner_axis_name`` (the fast local
@@ -133,10 +159,13 @@ def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange
   mine = jax.lax.psum_scatter(layout.floats(leaves), inner_axis_name, scatter_dimension=0, tiled=True)
   start = jax.lax.axis_index(inner_axis_name) * slice_words
   valid = jax.lax.dynamic_slice_in_dim(layout.valid_mask(), start, slice_words)
-  tally = exchange.run(ops.pack_signs(mine, impl=impl), valid, axis_name, impl)
+  # A host abstains where its sum has nothing to say: zero, or non-finite (NaN from any device).
+  ballot = Ballot(*ops.pack_ballot(mine, step + jax.lax.axis_index(axis_name), impl=impl))
+  tally = exchange.run(ballot, valid, axis_name, step, impl)
   planes = jnp.stack([tally.sign, tally.nonzero])
   sign, nonzero = jax.lax.all_gather(planes, inner_axis_name, axis=1, tiled=True, to="invarying")
-  return Tally(sign, nonzero, jax.lax.psum(tally.counts, inner_axis_name))
+  counts, nonfinite = jax.lax.psum((tally.counts, tally.nonfinite), inner_axis_name)
+  return Tally(sign, nonzero, counts, nonfinite)
 
 
 STRATEGIES = ("allgather", "alltoall", "hierarchical")

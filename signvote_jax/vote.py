@@ -15,11 +15,15 @@ from signvote_jax.ops import dispatch
 class MajorityVoteState(NamedTuple):
   """State of :func:`scale_by_majority_vote`: statistics of the last vote (see :func:`vote_statistics`).
 
-  Per worker (per host for ``"hierarchical"``), over the coordinates where the vote was not a tie.
+  Per worker (per host for ``"hierarchical"``). The agreement statistics are over the coordinates
+  where the vote was not 0 and the worker voted; NaN where there were none (a worker that abstained
+  everywhere, before the first vote, and for a single worker, who has no one to agree with).
   """
 
-  agreement: jax.Array  # f32[M]: the fraction where its sign equaled the vote (1/2 if all tied).
-  kappa: jax.Array  # f32[M]: that agreement beyond chance, Cohen's kappa (0 if all tied).
+  agreement: jax.Array  # f32[M]: the fraction where its sign equaled the vote.
+  kappa: jax.Array  # f32[M]: that agreement beyond chance, Cohen's kappa.
+  nonfinite: jax.Array  # i32[M]: its non-finite coordinates in the last vote (it abstained there).
+  count: jax.Array  # i32[]: votes taken; the phase of the filler bits and of odd M's tie-break.
 
 
 def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
@@ -41,7 +45,7 @@ def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
     counts: the counts of a vote, summed over all coordinates.
 
   Returns:
-    A :class:`MajorityVoteState` of ``agreement`` (:math:`a_m`) and ``kappa``.
+    ``(agreement, kappa)``: :math:`a_m` and :math:`\kappa_m`, NaN for a worker with nothing counted.
   """
   total = counts.total.astype(jnp.float32)
   decided = total > 0
@@ -53,12 +57,22 @@ def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
   chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
   informative = decided & (chance < 1)
   kappa = jnp.where(informative, (agree - chance) / jnp.where(informative, 1 - chance, 1), 0.0)
-  return MajorityVoteState(agreement=jnp.where(decided, agree, 0.5), kappa=kappa)
+  return jnp.where(decided, agree, jnp.nan), jnp.where(decided, kappa, jnp.nan)
 
 
-def _unmeasured() -> MajorityVoteState:
-  """The statistics of a single worker (``axis_name=None``): NaN, as there is no one to agree with."""
-  return MajorityVoteState(agreement=jnp.full((1,), jnp.nan, jnp.float32), kappa=jnp.full((1,), jnp.nan, jnp.float32))
+def _unmeasured(count: int) -> tuple[jax.Array, jax.Array]:
+  """Agreement and kappa where nothing was measured: NaN."""
+  return jnp.full((count,), jnp.nan, jnp.float32), jnp.full((count,), jnp.nan, jnp.float32)
+
+
+def vote_alone(leaves):
+  """One ballot decides alone, per coordinate (no wire): sign, and 0 where it has nothing to say.
+
+  Returns the votes and the number of non-finite coordinates.
+  """
+  votes = [jnp.where(jnp.isfinite(leaf), jnp.sign(leaf), 0).astype(leaf.dtype) for leaf in leaves]
+  nonfinite = sum((jnp.sum(~jnp.isfinite(leaf), dtype=jnp.int32) for leaf in leaves), jnp.int32(0))
+  return votes, nonfinite
 
 
 def check_floating(tree, who: str) -> None:
@@ -82,14 +96,19 @@ def scale_by_majority_vote(
 ) -> optax.GradientTransformation:
   r"""Replaces each worker's update by the majority vote of all workers' signs.
 
-  With M workers, worker m sends :math:`s_m = \mathrm{sign}(u_m)` as one bit per coordinate
-  (:math:`+1` where :math:`u_m \ge 0`, so both zeros vote +1; :math:`-1` where :math:`u_m < 0` or
-  NaN), and every worker receives
+  With M workers, worker m sends :math:`s_m = \mathrm{sign}(u_m)` as one bit per coordinate, and
+  abstains where it has nothing to say (:math:`u_m` zero or non-finite), and every worker receives
 
-  .. math::  V = \mathrm{sign}\Big(\sum_{m=1}^{M} s_m\Big) \in \{-1, 0, +1\},
+  .. math::  V = \mathrm{sign}\Big(\sum_{m \text{ voting}} s_m\Big) \in \{-1, 0, +1\},
 
-  where a tie (only possible for even M) gives 0. The signs of all leaves travel as one uint32
-  buffer, one exchange per step. The vote is equal on every worker, and typed invariant over the
+  0 where no worker votes. Abstention costs 1/32 bit a coordinate on the wire, so it is per word of
+  32 coordinates: a worker abstains on a word where none of its coordinates has anything to say;
+  inside a word it votes on, such a coordinate sends a filler bit that alternates with the
+  coordinate, the worker and the step, so it never leans the vote either way. A tie among the
+  voters is 0 for even M; for odd M it alternates with the coordinate and the step (the way back
+  of ``"alltoall"`` has one bit a coordinate); see ``DESIGN.md``. A single ballot (``axis_name=None``,
+  or an axis of size 1) decides alone, exactly per coordinate: ``sign(u)``, 0 where ``u`` is zero or
+  non-finite. The signs of all leaves travel as one uint32 buffer, one exchange per step. The vote is equal on every worker, and typed invariant over the
   axis inside ``jax.shard_map``. Placed after ``optax.ema`` it gives Signum with majority vote
   (Algorithm 1 of Bernstein et al.); after ``optax.scale_by_lion``, distributed Lion.
 
@@ -116,8 +135,8 @@ def scale_by_majority_vote(
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read its
     fields from any optimizer state with ``optax.tree.get(opt_state, "kappa")`` (or
-    ``"agreement"``), and pass the kappa to :func:`signvote_jax.suspected_workers`. With
-    ``axis_name=None`` they are NaN: a single worker has no one to agree with.
+    ``"agreement"``, ``"nonfinite"``), and pass the kappa to :func:`signvote_jax.suspected_workers`.
+    With one ballot they are NaN: a single worker has no one to agree with.
 
   Example (one worker per device; identical gradients vote their own signs):
 
@@ -127,9 +146,9 @@ def scale_by_majority_vote(
   >>> def step(grads):
   ...   state = vote.init(grads)
   ...   return vote.update(grads, state)[0]
-  >>> grads = jnp.tile(jnp.array([[0.3, -2.0, 0.0]]), (jax.device_count(), 1))
-  >>> jax.pmap(step, axis_name="workers")(grads)[0].tolist()
-  [1.0, -1.0, 1.0]
+  >>> grads = jnp.tile(jnp.array([[0.3, -2.0, 0.0, 0.0]]), (jax.device_count(), 1))
+  >>> jax.pmap(step, axis_name="workers")(grads)[0].tolist()  # zeros: the fillers cancel (8 workers)
+  [1.0, -1.0, 0.0, 0.0]
 
   References:
     Bernstein et al., `signSGD with Majority Vote is Communication Efficient and Fault Tolerant
@@ -162,18 +181,14 @@ def scale_by_majority_vote(
           f"{who}: init needs the worker count; call init inside the map over {axis_name!r}, "
           "or pass num_workers=M when building the transform."
       )
-    if axis_name is None:
-      return _unmeasured()
-    return MajorityVoteState(agreement=jnp.full((count,), 0.5, jnp.float32), kappa=jnp.zeros((count,), jnp.float32))
+    return MajorityVoteState(*_unmeasured(count), nonfinite=jnp.zeros((count,), jnp.int32),
+                             count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
     del params
     check_floating(updates, who)
     leaves, treedef = jax.tree.flatten(updates)
-    if axis_name is None:
-      votes = [jnp.where(leaf >= 0, 1, -1).astype(leaf.dtype) for leaf in leaves]
-      return treedef.unflatten(votes), _unmeasured()
-    count = axes.axis_size(axis_name, who)
+    count = 1 if axis_name is None else axes.axis_size(axis_name, who)
     if state.agreement.shape != (count,):
       raise ValueError(
           f"{who}: the state was made for {state.agreement.shape[0]} workers but axis {axis_name!r} "
@@ -181,10 +196,21 @@ def scale_by_majority_vote(
       )
     if not leaves:
       return updates, state
-    layout, tally = plan.tally(leaves, axis_name, inner_axis_name, impl)
-    votes = layout.decode(tally.sign, tally.nonzero, leaves)
+    if count == 1:
+      # One ballot: no wire to economise, so abstention is exact per coordinate.
+      if plan.hierarchical:
+        leaves = jax.lax.psum(leaves, inner_axis_name)
+      votes, nonfinite = vote_alone(leaves)
+      if axis_name is not None:  # A sum over one worker: the votes typed equal on every worker.
+        votes, nonfinite = jax.lax.psum((votes, nonfinite), axis_name)
+      agreement, kappa = _unmeasured(1)
+      nonfinite = nonfinite[None]
+    else:
+      layout, tally = plan.tally(leaves, axis_name, inner_axis_name, state.count, impl)
+      votes = layout.decode(tally.sign, tally.nonzero, leaves)
+      (agreement, kappa), nonfinite = vote_statistics(tally.counts), tally.nonfinite.astype(jnp.int32)
+    new_state = MajorityVoteState(agreement, kappa, nonfinite, state.count + 1)
     # Equal on every worker; kept varying only where a per_worker wrapper typed the state so.
-    statistics = jax.tree.map(axes.match_varying, vote_statistics(tally.counts), state)
-    return treedef.unflatten(votes), statistics
+    return treedef.unflatten(votes), jax.tree.map(axes.match_varying, new_state, state)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -51,7 +51,8 @@ def unflat(vector, shapes=SHAPES):
 
 
 class NoisyQuadratic:
-  """Worker m's gradient at step t: x - center + noise[m, t] (elementwise, same in numpy and JAX)."""
+  """Worker m's gradient at step t: (x - center + noise[m, t]) * factor[m, t] (elementwise, the same
+  in numpy and JAX); ``factor`` is 1 unless a test sets zeros (nothing to say) or NaN in it."""
 
   def __init__(self, num_workers, steps, seed=0, noise=1.0, shapes=SHAPES):
     rng = np.random.default_rng(seed)
@@ -59,22 +60,33 @@ class NoisyQuadratic:
     self.shapes = shapes
     self.center = rng.normal(size=self.size).astype(np.float32)
     self.noise = (noise * rng.normal(size=(num_workers, steps, self.size))).astype(np.float32)
+    self.factor = np.ones_like(self.noise)
     self.x0 = rng.normal(size=self.size).astype(np.float32)
 
   def numpy_grad(self, x, m, t):
-    return (x.astype(np.float32) - self.center + self.noise[m, t]).astype(np.float64)
+    return ((x.astype(np.float32) - self.center + self.noise[m, t]) * self.factor[m, t]).astype(np.float64)
+
+  def leaf_sizes(self):
+    """The leaves' sizes in tree order (sorted keys)."""
+    return [math.prod(self.shapes[key]) for key in sorted(self.shapes)]
+
+  def leaf(self, vector, key):
+    """The coordinates of leaf ``key`` in a flat vector (or along the last axis of an array)."""
+    start = sum(math.prod(self.shapes[k]) for k in sorted(self.shapes) if k < key)
+    return vector[..., start : start + math.prod(self.shapes[key])]
 
   def tree(self, vector):
     return {k: jnp.asarray(v) for k, v in unflat(vector, self.shapes).items()}
 
-  def worker_noise(self):
-    """Noise as a tree of leaves ``[M, T, *shape]``."""
+  def per_worker_trees(self):
+    """Noise and factor as trees of leaves ``[M, T, *shape]``."""
     m, t = self.noise.shape[:2]
-    per_leaf = unflat(np.zeros(self.size), self.shapes)
-    out, start = {}, 0
-    for key in sorted(per_leaf):
-      size = per_leaf[key].size
-      out[key] = self.noise[:, :, start : start + size].reshape(m, t, *self.shapes[key])
+    out = ({}, {})
+    start = 0
+    for key in sorted(self.shapes):
+      size = math.prod(self.shapes[key])
+      for tree, values in zip(out, (self.noise, self.factor)):
+        tree[key] = values[:, :, start : start + size].reshape(m, t, *self.shapes[key])
       start += size
     return out
 
@@ -88,22 +100,22 @@ def run_shard_map(opt, problem, steps, mesh_, worker_axes):
   center = problem.tree(problem.center)
   spec = P(worker_axes)
 
-  def worker(params, noise):
-    noise = jax.tree.map(lambda n: n[0], noise)
+  def worker(params, inputs):
+    noise, factor = jax.tree.map(lambda n: n[0], inputs)
 
     def step(carry, t):
       p, s = carry
-      grads = jax.tree.map(lambda x, c, n: x - c + n[t], p, center, noise)
+      grads = jax.tree.map(lambda x, c, n, f: (x - c + n[t]) * f[t], p, center, noise, factor)
       updates, s = opt.update(grads, s, p)
       return (optax.apply_updates(p, updates), s), None
 
     (params, state), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))
     return params, jax.tree.map(lambda x: x[None], state)
 
-  noise = jax.device_put(problem.worker_noise(), NamedSharding(mesh_, spec))
+  inputs = jax.device_put(problem.per_worker_trees(), NamedSharding(mesh_, spec))
   run = jax.jit(jax.shard_map(worker, mesh=mesh_, in_specs=(P(), spec), out_specs=(P(), spec)))
   params = jax.device_put(problem.tree(problem.x0), NamedSharding(mesh_, P()))
-  params, state = run(params, noise)
+  params, state = run(params, inputs)
   return jax.tree.map(np.asarray, params), state
 
 

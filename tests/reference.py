@@ -3,8 +3,14 @@
 import numpy as np
 
 
+def has_say(v):
+  """Where a worker has something to say: its value is finite and not zero (either zero)."""
+  v = np.asarray(v, np.float64)
+  return np.isfinite(v) & (v != 0)
+
+
 def sign_bits(v):
-  """A worker's sign as a bit: 1 for v >= 0 (both zeros), 0 for v < 0 or NaN."""
+  """The bit :func:`ops.pack_signs` stores: 1 for v >= 0 (both zeros), 0 for v < 0 or NaN."""
   return np.asarray(v, np.float64) >= 0
 
 
@@ -17,47 +23,120 @@ def pack(v):
   return words.astype(np.uint32)
 
 
-def vote(ballots):
-  """Majority vote of per-worker values ``[M, n]``: sign(2c - M), ties 0."""
-  ballots = np.asarray(ballots)
-  count = sign_bits(ballots).sum(axis=0)
-  return np.sign(2 * count - ballots.shape[0]).astype(np.float64)
+def _words(n, leaf_sizes):
+  """For each of the n flat coordinates: the index of its word and its bit position in the word.
+
+  Each leaf starts on a word boundary (DESIGN.md's layout)."""
+  sizes = [n] if leaf_sizes is None else list(leaf_sizes)
+  assert sum(sizes) == n, (sizes, n)
+  word, position, first = [], [], 0
+  for size in sizes:
+    word.append(first + np.arange(size) // 32)
+    position.append(np.arange(size) % 32)
+    first += -(-size // 32)
+  return np.concatenate(word).astype(int), np.concatenate(position).astype(int)
 
 
-def agreement(ballots):
-  """Per worker, the fraction of non-tied coordinates where its sign equals the vote."""
-  votes = vote(ballots)
-  decided = votes != 0
-  if not decided.any():
-    return np.full(ballots.shape[0], 0.5)
-  signs = np.where(sign_bits(ballots), 1.0, -1.0)
-  return (signs[:, decided] == votes[decided]).mean(axis=1)
+def ballots(values, step=0, leaf_sizes=None):
+  """What M workers send for ``values[M, n]``: ``(bits, voting)``, booleans ``[M, n]``.
+
+  A worker votes on a 32-coordinate word where it has something to say on at least one of its
+  coordinates, and abstains on the whole word otherwise. Inside a word it votes on, a coordinate's
+  bit is its sign where it has something to say, and elsewhere the filler bit
+  ``(step + worker + position) % 2``: as often 1 as 0, so it cannot bias the vote.
+  """
+  values = np.asarray(values, np.float64)
+  num_workers, n = values.shape
+  say = has_say(values)
+  word, position = _words(n, leaf_sizes)
+  word_says = np.zeros((num_workers, word.max() + 1 if n else 0), bool)
+  np.logical_or.at(word_says, (np.arange(num_workers)[:, None], word[None, :]), say)
+  filler = (step + np.arange(num_workers)[:, None] + position[None, :]) % 2 == 1
+  return np.where(say, values > 0, filler), word_says[:, word]
 
 
-def kappa(ballots):
-  """Per worker, Cohen's kappa of its signs against the vote, over the non-tied coordinates."""
-  votes = vote(ballots)
-  decided = votes != 0
-  out = np.zeros(ballots.shape[0])
-  if not decided.any():
-    return out
-  signs = np.where(sign_bits(ballots), 1.0, -1.0)[:, decided]
-  votes = votes[decided]
-  vote_positive = np.mean(votes > 0)
-  for m, worker in enumerate(signs):
-    positive = np.mean(worker > 0)
-    chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
-    if chance < 1:
-      out[m] = (np.mean(worker == votes) - chance) / (1 - chance)
+def vote(values, step=0, leaf_sizes=None):
+  """Majority vote of per-worker values ``[M, n]`` with abstention (DESIGN.md).
+
+  One worker votes alone, per coordinate: sign(v), and 0 where it has nothing to say. Several
+  vote by :func:`vote_of_ballots`.
+  """
+  values = np.asarray(values, np.float64)
+  if values.shape[0] == 1:
+    return np.where(has_say(values[0]), np.sign(np.nan_to_num(values[0])), 0.0)
+  return vote_of_ballots(values, step, leaf_sizes)
+
+
+def vote_of_ballots(values, step=0, leaf_sizes=None):
+  """The vote of the workers' :func:`ballots` (what travels when M > 1).
+
+  With P and N the voting workers' bits 1 and 0 of a coordinate, the vote is sign(P - N): 0 where
+  no worker votes. A tie among voters is 0 for even M; for odd M (whose way back has one bit a
+  coordinate) it is +1 where ``(step + position) % 2`` is 1, else -1.
+  """
+  values = np.asarray(values, np.float64)
+  num_workers = values.shape[0]
+  bits, voting = ballots(values, step, leaf_sizes)
+  plus, minus = (bits & voting).sum(axis=0), (~bits & voting).sum(axis=0)
+  out = np.sign(plus - minus).astype(np.float64)
+  if num_workers % 2:
+    _, position = _words(values.shape[1], leaf_sizes)
+    tie = (plus == minus) & (plus + minus > 0)
+    out[tie] = np.where((step + position[tie]) % 2 == 1, 1.0, -1.0)
   return out
 
 
-def signum_majority(x0, grad, num_workers, steps, lr, b1, weight_decay, every_k=1, clip_norm=None):
+def _per_worker_shares(values, step, leaf_sizes):
+  """Per worker, over the coordinates where the vote is not 0 and it voted: the fraction where its
+  sign equals the vote, where it sent +1, where the vote is +1 (None where there are none)."""
+  values = np.asarray(values, np.float64)
+  votes = vote(values, step, leaf_sizes)
+  bits, voting = ballots(values, step, leaf_sizes)
+  signs = np.where(bits, 1.0, -1.0)
+  shares = []
+  for m in range(values.shape[0]):
+    counted = voting[m] & (votes != 0)
+    if not counted.any() or values.shape[0] == 1:
+      shares.append(None)
+      continue
+    shares.append((np.mean(signs[m, counted] == votes[counted]), np.mean(bits[m, counted]),
+                   np.mean(votes[counted] > 0)))
+  return shares
+
+
+def agreement(values, step=0, leaf_sizes=None):
+  """Per worker, the fraction of the coordinates it voted on (vote not 0) where its sign is the
+  vote; NaN for a worker with no such coordinate (one that abstained everywhere) and for M = 1."""
+  return np.array([np.nan if s is None else s[0] for s in _per_worker_shares(values, step, leaf_sizes)])
+
+
+def kappa(values, step=0, leaf_sizes=None):
+  """Per worker, Cohen's kappa of its signs against the vote over the same coordinates as
+  :func:`agreement` (NaN where that is NaN; 0 where chance agreement is 1)."""
+  out = []
+  for share in _per_worker_shares(values, step, leaf_sizes):
+    if share is None:
+      out.append(np.nan)
+      continue
+    agree, positive, vote_positive = share
+    chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
+    out.append((agree - chance) / (1 - chance) if chance < 1 else 0.0)
+  return np.array(out)
+
+
+def nonfinite(values):
+  """Per worker, its non-finite coordinates."""
+  return (~np.isfinite(np.asarray(values, np.float64))).sum(axis=1)
+
+
+def signum_majority(x0, grad, num_workers, steps, lr, b1, weight_decay, every_k=1, clip_norm=None, leaf_sizes=None):
   """Algorithm 1 of Bernstein et al. on a flat parameter vector, with M workers.
 
   ``grad(x, m, t)`` is worker m's gradient at step t. With ``every_k > 1`` each worker averages its
   gradients over k micro-steps before one optimizer step (optax.MultiSteps). With ``clip_norm`` each
-  worker's gradient is clipped to that global norm before the momentum.
+  worker's gradient is clipped to that global norm before the momentum. Where a gradient is
+  non-finite the momentum keeps its value and the worker sends NaN (it has nothing to say there).
+  ``leaf_sizes`` splits the flat vector into leaves (their words matter where workers abstain).
   Returns the final parameters and the number of tied coordinates seen.
   """
   x = np.array(x0, np.float64)
@@ -71,8 +150,9 @@ def signum_majority(x0, grad, num_workers, steps, lr, b1, weight_decay, every_k=
     if clip_norm is not None:
       norms = np.linalg.norm(g, axis=1, keepdims=True)
       g = g * np.minimum(1.0, clip_norm / norms)
-    v = b1 * v + (1 - b1) * g
-    votes = vote(v)
+    finite = np.isfinite(g)
+    v = np.where(finite, b1 * v + (1 - b1) * np.where(finite, g, 0), v)
+    votes = vote(np.where(finite, v, np.nan), step, leaf_sizes)
     ties += int((votes == 0).sum())
     x = x - lr * (votes + weight_decay * x)
   return x, ties
@@ -85,7 +165,7 @@ def hierarchical_signum(x0, grad, hosts, local, steps, lr, b1, weight_decay):
   for t in range(steps):
     g = np.stack([[grad(x, h * local + l, t) for l in range(local)] for h in range(hosts)])
     v = b1 * v + (1 - b1) * g
-    x = x - lr * (vote(v.sum(axis=1)) + weight_decay * x)
+    x = x - lr * (vote(v.sum(axis=1), t) + weight_decay * x)
   return x
 
 
@@ -97,5 +177,5 @@ def lion_majority(x0, grad, num_workers, steps, lr, b1, b2, weight_decay):
     g = np.stack([grad(x, m, t) for m in range(num_workers)])
     direction = np.sign(b1 * m_state + (1 - b1) * g)
     m_state = b2 * m_state + (1 - b2) * g
-    x = x - lr * (vote(direction) + weight_decay * x)
+    x = x - lr * (vote(direction, t) + weight_decay * x)
   return x

@@ -53,24 +53,30 @@ def test_pack(size, dtype):
 
 
 def _ballots(num_workers, size, seed):
+  """Ballots with zeros, -0.0, NaN, a tie for even M and, for some workers, abstained words."""
   rng = np.random.default_rng(seed)
   values = rng.integers(-1, 2, size=(num_workers, size)).astype(np.float32)
-  values[:, 0] = -0.0  # -0.0 votes +1 for everyone
+  values[:, 0] = -0.0  # nothing to say for anyone
   if num_workers % 2 == 0 and size > 2:
     values[:, 1] = np.repeat([1.0, -1.0], num_workers // 2)  # a tie on every even-M run
   if size > 2:
     values[-1, 2] = np.nan
-  return jnp.stack([ops.pack_signs(jnp.asarray(row), impl="jax") for row in values])
+  if size > 64:
+    values[: num_workers // 2 + 1, 32:64] = 0.0  # a word most workers abstain on
+  ballots = [ops.pack_ballot(jnp.asarray(row), phase=m, impl="jax") for m, row in enumerate(values)]
+  return jnp.stack([b[0] for b in ballots]), jnp.stack([b[1] for b in ballots])
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("num_workers", range(1, 10))
 def test_vote_planes(num_workers, size):
-  words = _ballots(num_workers, size, seed=num_workers * 7 + size)
+  words, voting = _ballots(num_workers, size, seed=num_workers * 7 + size)
   num_words = words.shape[1]
-  sign = torch.zeros(num_words, dtype=torch.uint32)
-  nonzero = torch.zeros(num_words, dtype=torch.uint32)
-  _launch(triton_kernels.vote_planes_kernel, num_words, _torch(words), sign, nonzero, num_words, num_workers)
-  want_sign, want_nonzero = ops.vote_planes(words, impl="jax")
-  np.testing.assert_array_equal(sign.numpy(), np.asarray(want_sign))
-  np.testing.assert_array_equal(nonzero.numpy(), np.asarray(want_nonzero))
+  for phase in (0, 1):
+    sign = torch.zeros(num_words, dtype=torch.uint32)
+    nonzero = torch.zeros(num_words, dtype=torch.uint32)
+    _launch(triton_kernels.vote_planes_kernel, num_words, _torch(words), _torch(np.asarray(voting, np.uint32)),
+            torch.tensor([phase], dtype=torch.int32), sign, nonzero, num_words, num_workers, num_workers % 2 == 1)
+    want_sign, want_nonzero = ops.vote_planes(words, voting=voting, tie_phase=phase, impl="jax")
+    np.testing.assert_array_equal(sign.numpy(), np.asarray(want_sign))
+    np.testing.assert_array_equal(nonzero.numpy(), np.asarray(want_nonzero))

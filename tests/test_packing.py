@@ -36,27 +36,48 @@ def test_zero_signs_follow_design():
   assert int(words[0]) == 0b100011
 
 
+@pytest.mark.parametrize("phase", [0, 1, 6])
+@pytest.mark.parametrize("size", [1, 31, 33, 100])
+def test_ballot_matches_reference(size, phase):
+  rng = np.random.default_rng(size + phase)
+  values = rng.integers(-1, 2, size=size).astype(np.float32) * rng.choice([1.0, np.nan], size=size, p=[0.9, 0.1])
+  if size > 64:
+    values[32:64] = 0.0  # a word with nothing to say
+  words, voting, nonfinite = ops.pack_ballot(jnp.asarray(values), phase)
+  bits, voting_by_coordinate = reference.ballots(values[None], step=phase)
+  np.testing.assert_array_equal(np.asarray(words), reference.pack(np.where(bits[0], 1.0, -1.0)))
+  np.testing.assert_array_equal(np.asarray(voting), voting_by_coordinate[0, ::32])
+  assert int(nonfinite) == reference.nonfinite(values[None])[0]
+
+
 # Up to 70 ballots: counts of 6 and 7 bits in the bit-sliced vote.
 @pytest.mark.parametrize("num_workers", [1, 2, 3, 4, 7, 8, 9, 32, 33, 70])
 @pytest.mark.parametrize("size", [1, 31, 33, 200])
 def test_vote_matches_reference(num_workers, size):
   rng = np.random.default_rng(num_workers * 1000 + size)
-  ballots = rng.integers(-1, 2, size=(num_workers, size)).astype(np.float32)
-  ballots[:, 0] = 1.0  # a unanimous coordinate
+  values = rng.integers(-1, 2, size=(num_workers, size)).astype(np.float32)  # zeros: nothing to say
+  values[:, 0] = 1.0  # a unanimous coordinate
   if num_workers % 2 == 0 and size > 1:
-    ballots[:, 1] = np.repeat([1.0, -1.0], num_workers // 2)  # an exact tie
-  words = jnp.stack([ops.pack_signs(jnp.asarray(row)) for row in ballots])
-  expected = reference.vote(ballots)
-  layout = WordLayout.of([ballots[0]])
-  sign, nonzero = ops.vote_planes(words, layout.valid_mask())
+    values[:, 1] = np.repeat([1.0, -1.0], num_workers // 2)  # an exact tie
+  if size > 64:
+    values[: (num_workers + 1) // 2, 32:64] = 0.0  # half the workers abstain on a word
+    values[:, 96:128] = np.nan  # everyone abstains on a word
+  step = num_workers % 3
+  ballots = [ops.pack_ballot(jnp.asarray(row), step + m) for m, row in enumerate(values)]
+  words, voting = jnp.stack([b[0] for b in ballots]), jnp.stack([b[1] for b in ballots])
+  expected = reference.vote_of_ballots(values, step)
+  layout = WordLayout.of([values[0]])
+  sign, nonzero = ops.vote_planes(words, layout.valid_mask(), voting=voting, tie_phase=step)
   np.testing.assert_array_equal(np.asarray(ops.decode_planes(sign, nonzero, size, jnp.float32)), expected)
-  counts = ops.agreement_counts(words, sign, nonzero)
-  decided = expected != 0
-  signs = np.where(ballots >= 0, 1.0, -1.0)[:, decided]
-  assert int(counts.total) == decided.sum()
-  assert int(counts.vote_positive) == (expected[decided] > 0).sum()
-  np.testing.assert_array_equal(np.asarray(counts.agree), (signs == expected[decided]).sum(axis=1))
-  np.testing.assert_array_equal(np.asarray(counts.positive), (signs > 0).sum(axis=1))
+
+  counts = ops.agreement_counts(words, sign, nonzero, voting)
+  bits, voting_by_coordinate = reference.ballots(values, step)
+  counted = voting_by_coordinate & (expected != 0)
+  signs = np.where(bits, 1.0, -1.0)
+  np.testing.assert_array_equal(np.asarray(counts.total), counted.sum(axis=1))
+  np.testing.assert_array_equal(np.asarray(counts.vote_positive), (counted & (expected > 0)).sum(axis=1))
+  np.testing.assert_array_equal(np.asarray(counts.agree), (counted & (signs == expected)).sum(axis=1))
+  np.testing.assert_array_equal(np.asarray(counts.positive), (counted & bits).sum(axis=1))
 
 
 def test_layout_places_each_leaf_on_a_word_boundary():
@@ -67,9 +88,10 @@ def test_layout_places_each_leaf_on_a_word_boundary():
   np.testing.assert_array_equal(
       np.asarray(layout.valid_mask()), np.array([0xFFFFFFFF, 0x1, 0x1, 0xFFFFFFFF], np.uint32)
   )
-  buffer = layout.pack([-leaf for leaf in leaves])
-  assert buffer.dtype == jnp.uint32 and buffer.shape == (4,)
-  np.testing.assert_array_equal(np.asarray(buffer), 0)  # all negative: every bit 0, padding 0
+  ballot = layout.ballot([-leaf for leaf in leaves], phase=0)
+  assert ballot.words.dtype == jnp.uint32 and ballot.words.shape == (4,)
+  np.testing.assert_array_equal(np.asarray(ballot.words), 0)  # all negative: every bit 0
+  np.testing.assert_array_equal(np.asarray(ballot.voting), True)
 
 
 def _reference_ternary(votes):

@@ -30,8 +30,10 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   records = harness.lines(tmp_path, timed=True)
   train_lines = [l for l in records if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
-  assert set(train_lines[-1]) == {"step", "split", "loss", "accuracy", "learning_rate", "agreement",
-                                  "kappa", "suspected_workers", "train_seconds"}
+  assert set(train_lines[-1]) == {"step", "split", "loss", "nonfinite_losses", "accuracy", "learning_rate",
+                                  "agreement", "kappa", "nonfinite", "suspected_workers", "train_seconds"}
+  assert train_lines[-1]["nonfinite"] == [0] * 8 and train_lines[-1]["nonfinite_losses"] == 0
+  assert len(written["kappa"]) == 8 and min(written["kappa"]) > 0  # Averaged over the run.
   seconds = [l["train_seconds"] for l in train_lines]
   assert 0 < seconds[0] and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[-1] < written["wall_seconds"]
   assert len(train_lines[-1]["agreement"]) == 8 and min(train_lines[-1]["agreement"]) > 0.5
@@ -80,7 +82,22 @@ def test_nan_worker_breaks_the_mean_but_the_run_goes_on_when_asked(digits_config
   digits_config.faults.kind, digits_config.faults.num_faulty = "nan", 1
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
   assert summary["test_loss"] is None  # NaN, written as null.
-  assert all(l["loss"] is None for l in harness.lines(tmp_path) if l["split"] == "train")
+  logged = [l for l in harness.lines(tmp_path) if l["split"] == "train"]
+  assert all(l["nonfinite_losses"] > 0 for l in logged)
+  assert all(l["loss"] is None for l in logged[1:])  # Only the first step had finite parameters.
+
+
+def test_a_workers_non_finite_loss_is_reported_and_absorbed():
+  """Under a vote a worker with a non-finite loss abstains; the run goes on and the metrics say so.
+  Only non-finite parameters stop it."""
+  per_worker = {"loss": np.array([0.5, np.nan]), "accuracy": np.array([1.0, 0.0]), "params_finite": np.array([True, True])}
+  shared = {"agreement": np.array([0.8, np.nan]), "kappa": np.array([0.6, np.nan]), "nonfinite": np.array([0, 10])}
+  out = train.summarize_train([(per_worker, shared)], 7, lambda step: 0.1, allow_nonfinite=False)
+  assert out["loss"] == 0.5 and out["nonfinite_losses"] == 1 and out["nonfinite"] == [0.0, 10.0]
+  assert np.isnan(out["kappa"][1]) and out["suspected_workers"] == []
+  diverged = dict(per_worker, params_finite=np.array([True, False]))
+  with pytest.raises(FloatingPointError, match="non-finite parameters at step 7"):
+    train.summarize_train([(diverged, shared)], 7, lambda step: 0.1, allow_nonfinite=False)
 
 
 def test_diverging_run_stops_naming_the_step(digits_config, tmp_path):

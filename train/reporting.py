@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import tqdm
 from matplotlib.figure import Figure
 
@@ -67,7 +68,8 @@ class Reporter:
 def plot_curves(records: list[dict], path: str) -> None:
   """Loss and accuracy of every split against steps, and the per-worker vote statistics if logged."""
   splits = sorted({r["split"] for r in records})
-  per_worker = {"agreement": ("agreement with the vote", 0.5), "kappa": ("kappa (agreement beyond chance)", 0.0)}
+  per_worker = {"agreement": ("agreement with the vote", 0.5), "kappa": ("kappa (agreement beyond chance)", 0.0),
+                "nonfinite": ("non-finite coordinates (abstained)", 0.0)}
   panels = ["loss", "accuracy"] + [name for name in per_worker if any(name in r for r in records)]
   figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
   for axes, name in zip(figure.subplots(1, len(panels)), panels):
@@ -75,7 +77,9 @@ def plot_curves(records: list[dict], path: str) -> None:
       label, chance = per_worker[name]
       rows = [r for r in records if name in r]
       for worker in range(len(rows[0][name])):
-        axes.plot([r["step"] for r in rows], [r[name][worker] for r in rows], label=f"worker {worker}")
+        # A statistic not measured (a worker that abstained everywhere) is NaN, written as null.
+        values = [np.nan if r[name][worker] is None else r[name][worker] for r in rows]
+        axes.plot([r["step"] for r in rows], values, label=f"worker {worker}")
       axes.axhline(chance, color="grey", linestyle=":", linewidth=1)
       axes.set_ylabel(label)
     else:

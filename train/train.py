@@ -10,6 +10,7 @@ map stacked along a leading worker dimension; everything else leaves replicated.
 import dataclasses
 import math
 import time
+import warnings
 from typing import Any
 
 import flax
@@ -25,8 +26,8 @@ import signvote_jax as sv
 from train import checkpoints, config_checks, input_pipeline, models, optimizers, reporting
 from train.errors import ConfigError
 
-# Logged per worker when the optimizer votes: the fields of the vote's state.
-VOTE_STATISTICS = sv.MajorityVoteState._fields
+# Logged per worker when the optimizer votes: the statistics in the vote's state.
+VOTE_STATISTICS = ("agreement", "kappa", "nonfinite")
 
 
 @flax.struct.dataclass
@@ -247,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "num_processes": jax.process_count(),
       "process_index": jax.process_index(),
       "devices": [str(d) for d in exp.mesh.devices.flat],
-      "suspected_workers": report.last("train").get("suspected_workers"),
+      **run_vote_statistics(report.records),
       "config": config_checks.config_to_json(config),
   }
   report.finish(summary)
@@ -284,29 +285,55 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   return state
 
 
+def run_vote_statistics(records) -> dict:
+  """Each worker's kappa averaged over every logged train period of the run, and the workers it names.
+
+  A whole run's average: one period's kappa is noisy once the gradients are small (an honest worker
+  can dip below the threshold for a period near convergence), while a faulty worker stays low
+  throughout. ``None`` for both where the optimizer does not vote.
+  """
+  rows = [r["kappa"] for r in records if r["split"] == "train" and r.get("kappa") is not None]
+  if not rows:
+    return {"kappa": None, "suspected_workers": None}
+  kappa = np.asarray([[np.nan if k is None else k for k in row] for row in rows], np.float64)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # A worker that never voted: NaN.
+    mean = np.nanmean(kappa, axis=0)
+  return {"kappa": mean.tolist(), "suspected_workers": sv.suspected_workers(mean)}
+
+
 def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
   """Train metrics averaged over the steps in ``pending`` (the last of them is step ``done``).
 
+  A worker's non-finite loss does not stop the run: under a vote that worker abstains for the step
+  (and is counted in ``nonfinite``); the loss is averaged over the finite values and
+  ``nonfinite_losses`` counts the others. Only non-finite parameters stop it.
+
   The vote statistics are averaged too: one step's are noisy once the gradients are small, and the
-  mean over the log period names faulty workers without naming honest ones by chance.
+  mean over the log period names faulty workers without naming honest ones by chance. A worker's
+  agreement and kappa are averaged over the steps where it voted (NaN if it never did).
   """
   fetched = to_host(pending)
   first = done - len(fetched) + 1
   if not allow_nonfinite:
     for offset, (per_worker, _) in enumerate(fetched):
-      finite_loss = np.all(np.isfinite(per_worker["loss"]))
-      if not (finite_loss and np.all(per_worker["params_finite"])):
+      if not np.all(per_worker["params_finite"]):
         raise FloatingPointError(
-            f"non-finite {'parameters' if finite_loss else 'loss'} at step {first + offset}; lower the "
-            "learning_rate (a fault experiment, faults.kind, allows them)."
+            f"non-finite parameters at step {first + offset}; lower the learning_rate (a fault "
+            "experiment, faults.kind, allows them)."
         )
+  losses = np.asarray([m["loss"] for m, _ in fetched])
+  finite = np.isfinite(losses)
   out = {
-      "loss": float(np.mean([m["loss"] for m, _ in fetched])),
+      "loss": float(np.mean(losses[finite])) if finite.any() else float("nan"),
+      "nonfinite_losses": int((~finite).sum()),
       "accuracy": float(np.mean([m["accuracy"] for m, _ in fetched])),
       "learning_rate": float(schedule(done - 1)),
   }
   if fetched[0][1]:
-    for name in VOTE_STATISTICS:
-      out[name] = np.mean([shared[name] for _, shared in fetched], axis=0).tolist()
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)  # The mean of a worker that never voted: NaN.
+      for name in VOTE_STATISTICS:
+        out[name] = np.nanmean(np.asarray([shared[name] for _, shared in fetched], np.float64), axis=0).tolist()
     out["suspected_workers"] = sv.suspected_workers(out["kappa"])
   return out
