@@ -1,11 +1,14 @@
 """Multi-process training: 2 local processes x 2 devices (gloo over 127.0.0.1) equal 1 process x 4."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
+import psutil
 
 from tests import harness
 from train import train
@@ -30,3 +33,25 @@ def test_two_processes_train_exactly_like_one(digits_config, tmp_path):
   assert harness.lines(tmp_path / "two") == harness.lines(tmp_path / "one")  # Losses, accuracies, votes: all equal.
   for a, b in zip(jax.tree.leaves(harness.final_state(tmp_path / "two", 20)), jax.tree.leaves(harness.final_state(tmp_path / "one", 20))):
     np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_stops_every_worker(data_dir, tmp_path):
+  """SIGTERM to the launcher reaches its workers: none is alive after it exits, with status 143."""
+  launcher = subprocess.Popen(
+      [sys.executable, "-m", "train.launch", "--num_processes=2", "--grace=20", "--",
+       "--config=configs/digits.py", f"--workdir={tmp_path}", f"--config.data_dir={data_dir}",
+       "--config.num_workers=2", "--config.num_steps=100000", "--config.progress_bar=False"],
+      cwd=harness.ROOT, stderr=subprocess.PIPE, text=True,
+  )
+  parent = psutil.Process(launcher.pid)
+  deadline = time.monotonic() + 60
+  while len(parent.children()) < 2 and time.monotonic() < deadline:
+    time.sleep(0.2)
+  workers = parent.children()
+  assert len(workers) == 2
+  time.sleep(2)  # Well into their start-up.
+  launcher.send_signal(signal.SIGTERM)
+  _, stderr = launcher.communicate(timeout=60)
+  assert launcher.returncode == 143, stderr[-2000:]
+  assert "SIGTERM forwarded to the workers" in stderr
+  assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -2,11 +2,17 @@
 
 Each process runs ``python -m train ARGS`` with the coordinator at 127.0.0.1 on a free port, so N
 CPU processes form one JAX job over gloo: a local stand-in for N hosts, for tests and demos. If one
-process fails, the others are stopped; the exit status is the first failure's (0 if none).
+process fails, the others are stopped; the exit status is the first failure's (0 if none; 128 + the
+signal for a process killed by one).
+
+SIGTERM, SIGINT and SIGHUP are forwarded to every worker; workers still running ``--grace`` seconds
+later are killed with their process groups, and the launcher exits with 128 + the signal. No
+worker outlives the launcher.
 """
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,25 +27,55 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(num_processes: int, train_args: list[str], timeout: float | None = None) -> int:
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def exit_status(returncode: int) -> int:
+  """A child's status as a shell reports it: 128 + the signal that killed it."""
+  return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+  try:
+    os.killpg(process.pid, signum)  # Each worker leads its own process group.
+  except ProcessLookupError:
+    pass
+
+
+def launch(num_processes: int, train_args: list[str], timeout: float | None = None, grace: float = 10.0) -> int:
   """Runs the N processes to the end (or until ``timeout`` seconds) and returns the exit status."""
   address = f"127.0.0.1:{free_port()}"
-  processes = []
-  for process_id in range(num_processes):
-    env = dict(os.environ)
-    env.update({
-        distributed.ENV_COORDINATOR: address,
-        distributed.ENV_NUM_PROCESSES: str(num_processes),
-        distributed.ENV_PROCESS_ID: str(process_id),
-    })
-    processes.append(subprocess.Popen([sys.executable, "-m", "train", *train_args], env=env))
-  deadline = None if timeout is None else time.monotonic() + timeout
+  processes, received = [], []
+
+  def forward(signum, frame):
+    del frame
+    received.append(signum)
+    for p in processes:
+      _signal_group(p, signum)
+
+  previous = {s: signal.signal(s, forward) for s in FORWARDED}
   try:
+    for process_id in range(num_processes):
+      env = dict(os.environ)
+      env.update({
+          distributed.ENV_COORDINATOR: address,
+          distributed.ENV_NUM_PROCESSES: str(num_processes),
+          distributed.ENV_PROCESS_ID: str(process_id),
+      })
+      processes.append(subprocess.Popen([sys.executable, "-m", "train", *train_args], env=env,
+                                        start_new_session=True))
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
       codes = [p.poll() for p in processes]
+      if received:
+        stop_by = time.monotonic() + grace
+        while any(p.poll() is None for p in processes) and time.monotonic() < stop_by:
+          time.sleep(0.1)
+        print(f"launch: {signal.Signals(received[0]).name} forwarded to the workers; stopped", file=sys.stderr)
+        return 128 + received[0]
       failed = [c for c in codes if c not in (None, 0)]
       if failed:
-        return failed[0]
+        return exit_status(failed[0])
       if all(c == 0 for c in codes):
         return 0
       if deadline is not None and time.monotonic() > deadline:
@@ -49,20 +85,24 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
   finally:
     for p in processes:
       if p.poll() is None:
-        p.kill()
-        p.wait()
+        _signal_group(p, signal.SIGKILL)
+      p.wait()
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m train.launch", description=__doc__.splitlines()[0])
   parser.add_argument("--num_processes", type=int, required=True, help="processes to start on this machine")
   parser.add_argument("--timeout", type=float, default=None, help="seconds before every process is stopped")
+  parser.add_argument("--grace", type=float, default=10.0,
+                      help="seconds the workers get to stop after a forwarded signal before they are killed")
   parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of python -m train")
   args = parser.parse_args(argv)
   train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
   if args.num_processes < 1:
     parser.error(f"--num_processes must be at least 1, got {args.num_processes}")
-  return launch(args.num_processes, train_args, args.timeout)
+  return launch(args.num_processes, train_args, args.timeout, args.grace)
 
 
 if __name__ == "__main__":
