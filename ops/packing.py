@@ -89,9 +89,9 @@ def pack_ballot(x: jax.Array, phase, *, impl: str = "auto"):
 
 
 def pack_bits(bits: jax.Array) -> jax.Array:
-  """Packs a flat boolean array into uint32 words, least significant bit first."""
-  size = bits.shape[0]
-  return pack_bit_rows(jnp.pad(bits, (0, num_words(size) * BITS - size)))
+  """Packs booleans ``[..., S]`` into ``u32[..., ceil(S / 32)]`` words, least significant bit first."""
+  size = bits.shape[-1]
+  return pack_bit_rows(jnp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, num_words(size) * BITS - size)]))
 
 
 def unpack_bits(words: jax.Array) -> jax.Array:

@@ -30,15 +30,8 @@ class Tally(NamedTuple):
   nonfinite: jax.Array  # u32[M]: each worker's non-finite coordinates, as it reports them.
 
 
-def _flags(voting):
-  """``bool[..., S]`` word flags to ``u32[..., ceil(S / 32)]`` for the wire."""
-  size = voting.shape[-1]
-  pad = [(0, 0)] * (voting.ndim - 1) + [(0, ops.num_words(size) * 32 - size)]
-  return ops.packing.pack_bit_rows(jnp.pad(voting, pad))
-
-
-def _unflags(words, size):
-  """Inverse of :func:`_flags`."""
+def _unpack_flags(words, size):
+  """``u32[..., ceil(size / 32)]`` word flags from the wire to ``bool[..., size]`` (of ``ops.pack_bits``)."""
   return ops.packing.unpack_bits(words)[..., :size]
 
 
@@ -50,9 +43,9 @@ def _allgather(ballot, valid, axis_name, phase, impl) -> Tally:
   own ballot.
   """
   size = ballot.words.shape[0]
-  payload = jnp.concatenate([ballot.words, _flags(ballot.voting), ballot.nonfinite[None]])
+  payload = jnp.concatenate([ballot.words, ops.pack_bits(ballot.voting), ballot.nonfinite[None]])
   gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
-  words, voting = gathered[:, :size], _unflags(gathered[:, size:-1], size)
+  words, voting = gathered[:, :size], _unpack_flags(gathered[:, size:-1], size)
   sign, nonzero = ops.vote_planes(words, valid, voting=voting, tie_phase=phase, impl=impl)
   return Tally(sign, nonzero, ops.agreement_counts(words, sign, nonzero, voting), gathered[:, -1])
 
@@ -72,17 +65,17 @@ def _alltoall(ballot, valid, axis_name, phase, impl) -> Tally:
   num_workers = axes.axis_size(axis_name, "alltoall")
   shard = ballot.words.shape[0] // num_workers
   out = jnp.concatenate([ballot.words.reshape(num_workers, shard),
-                         _flags(ballot.voting.reshape(num_workers, shard))], axis=1)
+                         ops.pack_bits(ballot.voting.reshape(num_workers, shard))], axis=1)
   # Row i of `received` is worker i's copy of the shard that this worker votes.
   received = jax.lax.all_to_all(out, axis_name, 0, 0)
-  words, voting = received[:, :shard], _unflags(received[:, shard:], shard)
+  words, voting = received[:, :shard], _unpack_flags(received[:, shard:], shard)
   start = jax.lax.axis_index(axis_name) * shard
   valid_shard = jax.lax.dynamic_slice_in_dim(valid, start, shard)
   sign, nonzero = ops.vote_planes(words, valid_shard, voting=voting, tie_phase=phase, impl=impl)
   counts, unravel_counts = ravel_pytree(ops.agreement_counts(words, sign, nonzero, voting))
   ties_possible = num_workers % 2 == 0
   vote = (ops.pack_ternary(sign, nonzero) if ties_possible
-          else jnp.concatenate([sign, _flags(jnp.any(voting, axis=0))]))
+          else jnp.concatenate([sign, ops.pack_bits(jnp.any(voting, axis=0))]))
   gathered = jax.lax.all_gather(jnp.concatenate([vote, counts, ballot.nonfinite[None]]), axis_name, to="invarying")
   votes = gathered[:, : vote.shape[0]]
   if ties_possible:
@@ -90,7 +83,7 @@ def _alltoall(ballot, valid, axis_name, phase, impl) -> Tally:
     sign, nonzero = sign.reshape(-1), nonzero.reshape(-1)
   else:
     sign = votes[:, :shard].reshape(-1)
-    decided = _unflags(votes[:, shard:], shard).reshape(-1)
+    decided = _unpack_flags(votes[:, shard:], shard).reshape(-1)
     nonzero = jnp.where(decided, valid, jnp.uint32(0))
   # Counts are sums over coordinates: those of the whole buffer add up from the shards'.
   counts = unravel_counts(jnp.sum(gathered[:, vote.shape[0] : -1], axis=0, dtype=jnp.uint32))

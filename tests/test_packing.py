@@ -135,3 +135,19 @@ def test_auto_impl_is_chosen_for_the_platform_being_lowered(monkeypatch):
   for_cuda = pack.trace(x).lower(lowering_platforms=("cuda",)).as_text()
   for_cpu = pack.trace(x).lower(lowering_platforms=("cpu",)).as_text()
   assert str(marker) in for_cuda and str(marker) not in for_cpu
+
+
+@pytest.mark.parametrize("num_workers", range(1, 10))
+def test_without_zeros_or_non_finite_values_the_vote_is_the_papers(num_workers):
+  """Where every worker has something to say everywhere, nobody abstains and no filler is sent: the
+  vote is exactly sign(2c - M) of the ballots' signs, whatever the step (the tie-break never fires)."""
+  rng = np.random.default_rng(num_workers)
+  values = rng.choice([-1.0, 1.0], size=(num_workers, 100)) * rng.uniform(1e-30, 1e3, (num_workers, 100))
+  count = (values > 0).sum(axis=0)
+  for step in (0, 1):
+    ballots = [ops.pack_ballot(jnp.asarray(row, jnp.float32), step + m) for m, row in enumerate(values)]
+    words, voting = jnp.stack([b[0] for b in ballots]), jnp.stack([b[1] for b in ballots])
+    assert bool(voting.all())
+    sign, nonzero = ops.vote_planes(words, WordLayout.of([values[0]]).valid_mask(), voting=voting, tie_phase=step)
+    votes = np.asarray(ops.decode_planes(sign, nonzero, 100, jnp.float32))
+    np.testing.assert_array_equal(votes, np.sign(2 * count - num_workers))
