@@ -46,10 +46,10 @@ def measure(base, optimizer, kind, num_faulty, seed) -> dict:
   suspected = summary["suspected_workers"]
   # The vote's statistic behind the naming: each worker's kappa averaged over the run (None or NaN:
   # it abstained everywhere).
-  kappa = summary["kappa"]
+  kappa = None if summary["kappa"] is None else [None if math.isnan(k) else k for k in summary["kappa"]]
   named = None
   if suspected is not None:
-    abstaining = [m for m, k in enumerate(kappa) if k is None or math.isnan(k)]
+    abstaining = [m for m, k in enumerate(kappa) if k is None]
     expected_suspects, expected_abstaining = ([], faulty) if kind in ABSTAINING else (faulty, [])
     named = sorted(suspected) == expected_suspects and abstaining == expected_abstaining
   return {"optimizer": optimizer, "kind": kind, "num_faulty": num_faulty, "seed": seed,
