@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   # spread evenly over the processes of a multi-host job.
   config.num_workers = 8
   config.per_worker_batch_size = 32
-  config.eval_batch_size = 256  # Global; the last eval batch is padded and masked.
+  # Global, rounded up to a multiple of num_workers; the last eval batch is padded and masked.
+  config.eval_batch_size = 256
 
   # Optimizer: "signum" (Signum with majority vote), or "sgd" / "adam" over mean_allreduce.
   config.optimizer = "signum"

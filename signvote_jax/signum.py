@@ -1,11 +1,26 @@
 """Signum with majority vote: Algorithm 1 of Bernstein et al. (ICLR 2019) as an optax chain."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from signvote_jax import axes
 from signvote_jax.vote import scale_by_majority_vote
+
+
+def _check(name: str, value, ok, valid: str) -> None:
+  """Raises a ValueError where ``value`` is a known number (Python, numpy or a concrete jax scalar)
+  outside its range. Schedules and traced values (under ``optax.inject_hyperparams``) pass."""
+  if callable(value) or isinstance(value, jax.core.Tracer):
+    return
+  try:
+    number = float(value)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{name} must be a number or a schedule, got {value!r}.") from e
+  if not (math.isfinite(number) and ok(number)):
+    raise ValueError(f"{name} must be {valid}, got {value!r}.")
 
 
 def momentum(b1) -> optax.GradientTransformation:
@@ -89,10 +104,9 @@ def signum(
     Bernstein et al., `signSGD with Majority Vote is Communication Efficient and Fault Tolerant
     <https://arxiv.org/abs/1810.05291>`_, ICLR 2019.
   """
-  if isinstance(b1, (int, float)) and not 0.0 <= b1 < 1.0:
-    raise ValueError(f"b1 must be in [0, 1), got {b1!r}.")
-  if isinstance(weight_decay, (int, float)) and weight_decay < 0:
-    raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
+  _check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
+  _check("b1", b1, lambda v: 0 <= v < 1, "in [0, 1)")
+  _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   return optax.chain(
       axes.per_worker(momentum(b1), axes.axis_tuple(axis_name, inner_axis_name)),
       *([fault] if fault is not None else []),

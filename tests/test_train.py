@@ -106,6 +106,47 @@ def test_diverging_run_stops_naming_the_step(digits_config, tmp_path):
     train.train_and_evaluate(digits_config, str(tmp_path))
 
 
+def _largest_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _damage(path, how):
+  if how == "flip":  # 64 bytes in the middle inverted.
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+  elif how == "truncate":
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  else:
+    path.unlink()
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
+def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(digits_config, tmp_path, capsys, how):
+  digits_config.num_steps, digits_config.checkpoint_every, digits_config.checkpoints_to_keep = 30, 10, 3
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  whole = harness.final_state(tmp_path, 30)
+  _damage(_largest_file(tmp_path / "checkpoints" / "30" / "state"), how)
+  capsys.readouterr()
+
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  reported = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+  assert len(reported) == 1 and "checkpoint of step 30" in reported[0], reported
+  assert summary["resumed_from_step"] == 20
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(harness.final_state(tmp_path, 30)), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_intact_checkpoint_is_one_error_naming_the_folder(digits_config, tmp_path):
+  digits_config.num_steps, digits_config.checkpoint_every = 20, 10
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  for step in ("10", "20"):
+    _damage(_largest_file(tmp_path / "checkpoints" / step / "state"), "flip")
+  with pytest.raises(ConfigError, match=f"no intact checkpoint in {tmp_path}/checkpoints"):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+
+
 class Interrupted(Exception):
   pass
 
@@ -181,3 +222,14 @@ def _compiled_step(config):
                                        process_index=0, process_count=1)
   batches = (train.global_batch(b, exp.mesh) for b in local)
   return exp, state, train.make_train_step(exp, specs), batches
+
+
+@pytest.mark.parametrize("num_workers", [3, 5, 6, 7])
+def test_the_main_config_runs_on_any_number_of_workers(data_dir, tmp_path, num_workers):
+  """configs/digits.py as shipped with only the worker count changed (and two steps): evaluation pads
+  its last batch to a multiple of the workers and still counts every test example once."""
+  config = digits.get_config()
+  config.data_dir, config.progress_bar, config.num_workers, config.num_steps = data_dir, False, num_workers, 2
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["steps"] == 2 and 0 <= summary["test_accuracy"] <= 1
+  assert summary["test_accuracy"] * 360 == pytest.approx(round(summary["test_accuracy"] * 360))  # 360 test digits.

@@ -55,15 +55,25 @@ def check_values(config) -> None:
   require(config.optimizer in OPTIMIZERS, f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
   require(config.strategy in sv.STRATEGIES, f"unknown strategy {config.strategy!r}; valid strategies are {sv.STRATEGIES}.")
   require(config.impl in ops.IMPLS, f"unknown impl {config.impl!r}; valid values are {ops.IMPLS}.")
+  require(config.impl != "triton" or ops.dispatch.triton_importable(),
+          "impl='triton' needs a GPU build of jax and the jax-triton package (pip install -e '.[gpu]'); "
+          "use impl='auto' or impl='jax' on this machine.")
   for field in ("num_workers", "per_worker_batch_size", "eval_batch_size", "log_every", "eval_every",
                 "checkpoint_every", "checkpoints_to_keep", "num_data_threads"):
     require(config[field] >= 1, f"{field}={config[field]} must be a positive integer.")
-  require(
-      config.eval_batch_size % config.num_workers == 0,
-      f"eval_batch_size={config.eval_batch_size} must be a multiple of num_workers={config.num_workers} "
-      "(each worker evaluates an equal share).",
-  )
   require(config.num_steps > 0 or config.num_epochs > 0, "set num_steps > 0 or num_epochs > 0: the run has no steps.")
+  late = config.late_from_epochs > 0
+  for field, ok, valid in (
+      ("learning_rate", config.learning_rate > 0, "> 0"),
+      ("late_learning_rate", not late or config.late_learning_rate > 0, "> 0 (with late_from_epochs > 0)"),
+      ("b1", 0 <= config.b1 < 1, "in [0, 1)"),
+      ("late_b1", not late or 0 <= config.late_b1 < 1, "in [0, 1) (with late_from_epochs > 0)"),
+      ("b2", 0 <= config.b2 < 1, "in [0, 1)"),
+      ("weight_decay", config.weight_decay >= 0, ">= 0"),
+      ("lr_decay_factor", 0 < config.lr_decay_factor <= 1, "in (0, 1]"),
+      ("warmup_epochs", config.warmup_epochs >= 0, ">= 0 (0 turns warm-up off)"),
+  ):
+    require(ok, f"{field}={config[field]!r} must be {valid}.")
   if is_hierarchical(config) and config.workers_per_host:
     require(
         config.num_workers % config.workers_per_host == 0,

@@ -73,6 +73,8 @@ def faulty_workers(config, num_ballots: int) -> tuple[int, ...]:
   kind, num_faulty = config.faults.kind, config.faults.num_faulty
   if not kind and not num_faulty:
     return ()
+  if not kind:
+    raise ConfigError(f"faults.num_faulty={num_faulty} needs faults.kind, one of {sv.faults.KINDS}.")
   if kind not in sv.faults.KINDS:
     raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {sv.faults.KINDS} (or '' for none).")
   if not 0 < num_faulty < num_ballots:

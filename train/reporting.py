@@ -18,6 +18,15 @@ def _json_value(value):
   return value
 
 
+def _parse(line: str) -> dict | None:
+  """A metrics line, or None for one that a killed run left half-written (it is dropped)."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 class Reporter:
   """Writes metrics lines and the final files; only the process given ``enabled`` writes anything.
 
@@ -34,7 +43,7 @@ class Reporter:
       os.makedirs(workdir, exist_ok=True)
       if start_step > 0 and os.path.exists(self._path):
         with open(self._path) as f:
-          self.records = [r for r in map(json.loads, f) if r["step"] <= start_step]
+          self.records = [r for r in map(_parse, f) if r is not None and r["step"] <= start_step]
       with open(self._path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in self.records)
     self._bar = tqdm.tqdm(total=num_steps, initial=start_step, disable=not (enabled and progress_bar), unit="step")

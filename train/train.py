@@ -9,6 +9,7 @@ map stacked along a leading worker dimension; everything else leaves replicated.
 
 import dataclasses
 import math
+import os
 import time
 import warnings
 from typing import Any
@@ -212,11 +213,17 @@ def global_batch(local: dict, mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
+def eval_global_batch_size(config) -> int:
+  """``eval_batch_size`` rounded up to a multiple of ``num_workers``, so that each worker evaluates
+  an equal share (the rows added are padding, masked out of the metrics)."""
+  return -(-config.eval_batch_size // config.num_workers) * config.num_workers
+
+
 def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
   """Mean loss, accuracy and top-5 accuracy (per token for a language model, with perplexity)."""
   totals = np.zeros(4)
   for local in input_pipeline.eval_batches(
-      exp.data, global_batch_size=exp.config.eval_batch_size, process_index=jax.process_index(),
+      exp.data, global_batch_size=eval_global_batch_size(exp.config), process_index=jax.process_index(),
       process_count=jax.process_count(), num_threads=exp.config.num_data_threads):
     totals += to_host(eval_step(state.params, state.model_state, global_batch(local, exp.mesh))).sum(0)
   loss, correct, top5, count = totals
@@ -226,9 +233,24 @@ def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
   return metrics
 
 
+def check_workdir(workdir: str) -> None:
+  """The workdir must be a directory this process can create and write; a ConfigError if not."""
+  if not workdir:
+    raise ConfigError("the workdir is empty; pass --workdir=DIR, a directory for checkpoints and metrics.")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"the workdir {workdir!r} is a file; pass a directory.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"cannot create the workdir {workdir!r}: {e.strerror}; pass a directory you can write.") from e
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise ConfigError(f"the workdir {workdir!r} is not writable; pass a directory you can write.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` (resuming its latest checkpoint) and returns the summary."""
   start_time = time.time()
+  check_workdir(workdir)
   exp = Experiment.create(config)
   state, specs = create_train_state(exp)
   with checkpoints.Checkpointer(workdir, config) as checkpointer:
@@ -242,7 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   last_eval = report.last(config.eval_split)
   summary = {
       **{f"test_{k}": last_eval.get(k) for k in ("accuracy", "loss", "top5_accuracy", "perplexity")},
-      "steps": exp.num_steps,
+      "steps": max(exp.num_steps, start_step),  # The state's step: a checkpoint may be past num_steps.
+      "steps_trained": max(0, exp.num_steps - start_step),
       "resumed_from_step": start_step,
       "wall_seconds": time.time() - start_time,
       "num_processes": jax.process_count(),
