@@ -178,8 +178,9 @@ def scale_by_majority_vote(
     count = ballot_count()
     if count is None:
       raise ValueError(
-          f"{who}: init needs the worker count; call init inside the map over {axis_name!r}, "
-          "or pass num_workers=M when building the transform."
+          f"{who}: init needs the worker count, but no surrounding jax.shard_map or jax.pmap binds an "
+          f"axis named {axis_name!r} (check the name against the mesh's axes); call init inside such a "
+          "map, or pass num_workers=M when building the transform."
       )
     return MajorityVoteState(*_unmeasured(count), nonfinite=jnp.zeros((count,), jnp.int32),
                              count=jnp.zeros([], jnp.int32))

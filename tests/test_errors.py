@@ -56,7 +56,7 @@ def test_unbound_axis():
 
 
 def test_init_outside_the_map_needs_the_worker_count():
-  with pytest.raises(ValueError, match="init needs the worker count; .* pass num_workers=M"):
+  with pytest.raises(ValueError, match="init needs the worker count, but no surrounding .* binds an axis named .* pass num_workers=M"):
     sv.signum(1e-4, axis_name=AXIS).init({"w": jnp.ones(3)})
 
 

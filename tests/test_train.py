@@ -10,7 +10,7 @@ import pytest
 from signvote_jax import hlo
 from tests import harness
 from configs import digits
-from train import input_pipeline, train
+from train import checkpoints, input_pipeline, train
 from train.errors import ConfigError
 
 
@@ -233,3 +233,40 @@ def test_the_main_config_runs_on_any_number_of_workers(data_dir, tmp_path, num_w
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 2 and 0 <= summary["test_accuracy"] <= 1
   assert summary["test_accuracy"] * 360 == pytest.approx(round(summary["test_accuracy"] * 360))  # 360 test digits.
+
+
+def test_remapping_the_state_of_three_workers_onto_five():
+  """New worker i takes worker i mod M's momentum; batch statistics are averaged; the vote's
+  statistics of M workers start afresh; everything else is kept."""
+  momentum = np.arange(3 * 2, dtype=np.float32).reshape(3, 2)
+  saved = {"params": np.ones(2), "model_state": {"mean": np.array([[1.0], [2.0], [6.0]])},
+           "opt_state": {"ema": momentum, "kappa": np.array([0.1, 0.2, 0.3]), "count": np.array(7)}}
+  fresh = {"params": np.zeros(2), "model_state": {"mean": np.zeros((5, 1))},
+           "opt_state": {"ema": np.zeros((5, 2), np.float32), "kappa": np.full(5, np.nan), "count": np.array(0)}}
+  stacked = {"params": False, "model_state": {"mean": True}, "opt_state": {"ema": True, "kappa": False, "count": False}}
+  out = checkpoints.remap_workers(saved, fresh, stacked)
+  np.testing.assert_array_equal(out["opt_state"]["ema"], momentum[[0, 1, 2, 0, 1]])
+  np.testing.assert_array_equal(out["model_state"]["mean"], np.full((5, 1), 3.0))
+  assert np.isnan(out["opt_state"]["kappa"]).all() and out["opt_state"]["kappa"].shape == (5,)
+  assert int(out["opt_state"]["count"]) == 7 and (out["params"] == 1).all()
+
+
+def test_elastic_resume_on_four_then_six_workers(data_dir, tmp_path, capsys):
+  """8 workers, then the same run resumed on 4, then on 6: it goes on, and ends as accurate (within
+  1 point) as the uninterrupted run on 8."""
+  def run(num_workers, num_steps, workdir):
+    config = digits.get_config()
+    config.data_dir, config.progress_bar, config.num_workers, config.num_steps = data_dir, False, num_workers, num_steps
+    config.checkpoint_every = 100
+    return train.train_and_evaluate(config, str(workdir))
+
+  whole = run(8, 300, tmp_path / "whole")
+  run(8, 100, tmp_path / "elastic")
+  run(4, 200, tmp_path / "elastic")
+  assert "saved by 8 workers, on 4: new worker i takes the momentum of worker i mod 8" in capsys.readouterr().err
+  resumed = run(6, 300, tmp_path / "elastic")
+  assert "saved by 4 workers, on 6" in capsys.readouterr().err
+  assert resumed["resumed_from_step"] == 200 and len(resumed["devices"]) == 6
+  assert abs(resumed["test_accuracy"] - whole["test_accuracy"]) <= 0.01, (resumed["test_accuracy"], whole["test_accuracy"])
+  state = harness.final_state(tmp_path / "elastic", 300)
+  assert all(m.shape[0] == 6 for m in jax.tree.leaves(state["opt_state"][0]["ema"]))

@@ -55,9 +55,8 @@ class Checkpointer:
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     for step in steps:
-      problem, restored = self._restore(step, target)
+      problem, restored = self._restore(step, state)
       if problem is None:
         return restored
       print(f"warning: the checkpoint of step {step} in {self._directory} is damaged ({problem}); "
@@ -67,7 +66,7 @@ class Checkpointer:
         f"no intact checkpoint in {self._directory} (damaged: steps {', '.join(map(str, steps))}, now "
         "removed); rerun to start from step 0, or use another workdir.")
 
-  def _restore(self, step: int, target):
+  def _restore(self, step: int, state):
     """``(None, state)`` for an intact checkpoint, else ``(what is wrong, None)``."""
     try:
       saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
@@ -75,6 +74,14 @@ class Checkpointer:
       return f"its config is unreadable: {type(e).__name__}", None
     config_checks.check_resume(saved, self._config)  # Another run's checkpoint is an error, not damage.
     try:
+      shapes = saved_shapes(self._directory / str(step) / "state")
+      paths = [_canonical(path) for path, _ in jax.tree_util.tree_leaves_with_path(state)]
+      elastic = any(shapes[path] != leaf.shape for path, leaf in zip(paths, jax.tree.leaves(state)))
+      # Another worker count: read the saved arrays whole (replicated), then remap them.
+      replicated = jax.sharding.NamedSharding(jax.tree.leaves(state)[0].sharding.mesh, jax.sharding.PartitionSpec())
+      target = jax.tree_util.tree_map_with_path(
+          lambda path, leaf: jax.ShapeDtypeStruct(shapes[_canonical(path)], leaf.dtype, sharding=replicated)
+          if elastic else ocp.utils.to_shape_dtype_struct(leaf), state)
       items = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), integrity=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-exception-caught
@@ -85,7 +92,16 @@ class Checkpointer:
     leaf = None if self._config.faults.kind else _nonfinite_leaf(host_state)  # A fault run may diverge.
     if leaf is not None:
       return f"{leaf} is not finite", None
-    return None, items["state"]
+    if not elastic:
+      return None, items["state"]
+    stacked = jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
+    remapped = remap_workers(host_state, on_host(state), stacked)
+    print(f"resuming the checkpoint of step {step}, saved by {saved['num_workers']} workers, on "
+          f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {saved['num_workers']}, "
+          "batch statistics are averaged", file=sys.stderr, flush=True)
+    return None, jax.tree.map(
+        lambda value, leaf: jax.make_array_from_callback(value.shape, leaf.sharding, lambda index: value[index]),
+        remapped, state)
 
   def save(self, step: int, state) -> None:
     self._manager.save(step, args=ocp.args.Composite(
@@ -103,3 +119,46 @@ class Checkpointer:
 
   def __exit__(self, *exc_info):
     self.close()
+
+
+# Elastic resume: a checkpoint of M workers on M' workers.
+
+
+def _canonical(path) -> str:
+  """A leaf's path as names alone, the same for a train state and the checkpoint's metadata tree."""
+  names = []
+  for entry in path:
+    for attribute in ("name", "key", "idx"):
+      if hasattr(entry, attribute):
+        names.append(str(getattr(entry, attribute)))
+        break
+  return "/".join(names)
+
+
+def saved_shapes(state_directory) -> dict:
+  """Each saved leaf's shape, by :func:`_canonical` path."""
+  metadata = ocp.PyTreeCheckpointer().metadata(state_directory).item_metadata.tree
+  return {_canonical(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(metadata)}
+
+
+def remap_workers(saved, fresh, stacked):
+  """The saved state of M workers as the state of M' workers (numpy trees; DESIGN: elastic resume).
+
+  For each leaf: the same shape is kept (parameters, counters); a leaf stacked over the workers
+  (``stacked`` says which) gives new worker i the saved worker i mod M's value (momentum), except
+  batch statistics (under ``model_state``), which every new worker takes as the saved workers'
+  mean; anything else shaped by M (the vote's statistics of the last step) starts afresh
+  (``fresh``, the new run's initial state).
+  """
+
+  def remap(path, old, new, is_stacked):
+    old, new = np.asarray(old), np.asarray(new)
+    if old.shape == new.shape:
+      return old
+    if is_stacked and old.shape[1:] == new.shape[1:]:
+      if _canonical(path).startswith("model_state"):
+        return np.broadcast_to(old.mean(axis=0, dtype=np.float64).astype(old.dtype), new.shape).copy()
+      return old[np.arange(new.shape[0]) % old.shape[0]]
+    return new
+
+  return jax.tree_util.tree_map_with_path(remap, saved, fresh, stacked)

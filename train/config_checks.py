@@ -11,9 +11,12 @@ from train.errors import ConfigError
 from train.optimizers import OPTIMIZERS, is_hierarchical
 
 # Fields that may change when a run resumes from its workdir: how long and how often, not what.
+# The worker count too (elastic resume, see train/checkpoints.py): what a worker computes does not
+# depend on how many there are, and their per-worker state is remapped.
 RESUMABLE_FIELDS = frozenset({
     "num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every", "checkpoints_to_keep",
     "progress_bar", "num_data_threads", "data_dir", "manual_dir",
+    "num_workers", "workers_per_host", "eval_batch_size",
 })
 
 

@@ -85,9 +85,9 @@ def plot_curves(records: list[dict], path: str) -> None:
     if name in per_worker:
       label, chance = per_worker[name]
       rows = [r for r in records if name in r]
-      for worker in range(len(rows[0][name])):
-        # A statistic not measured (a worker that abstained everywhere) is NaN, written as null.
-        values = [np.nan if r[name][worker] is None else r[name][worker] for r in rows]
+      for worker in range(max(len(r[name]) for r in rows)):  # Elastic runs change the count.
+        # A statistic not measured (a worker that abstained everywhere, or absent then) is NaN.
+        values = [np.nan if worker >= len(r[name]) or r[name][worker] is None else r[name][worker] for r in rows]
         axes.plot([r["step"] for r in rows], values, label=f"worker {worker}")
       axes.axhline(chance, color="grey", linestyle=":", linewidth=1)
       axes.set_ylabel(label)

@@ -313,11 +313,16 @@ def run_vote_statistics(records) -> dict:
 
   A whole run's average: one period's kappa is noisy once the gradients are small (an honest worker
   can dip below the threshold for a period near convergence), while a faulty worker stays low
-  throughout. ``None`` for both where the optimizer does not vote.
+  throughout. After an elastic resume only the periods since the worker count last changed count.
+  ``None`` for both where the optimizer does not vote.
   """
   rows = [r["kappa"] for r in records if r["split"] == "train" and r.get("kappa") is not None]
   if not rows:
     return {"kappa": None, "suspected_workers": None}
+  first = len(rows)
+  while first > 0 and len(rows[first - 1]) == len(rows[-1]):
+    first -= 1
+  rows = rows[first:]
   kappa = np.asarray([[np.nan if k is None else k for k in row] for row in rows], np.float64)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # A worker that never voted: NaN.
