@@ -26,7 +26,7 @@ class MajorityVoteState(NamedTuple):
   count: jax.Array  # i32[]: votes taken; the phase of the filler bits and of odd M's tie-break.
 
 
-def vote_statistics(counts: ops.AgreementCounts) -> MajorityVoteState:
+def vote_statistics(counts: ops.AgreementCounts) -> tuple[jax.Array, jax.Array]:
   r"""Agreement of each worker with the vote, raw and corrected for chance.
 
   With :math:`a_m` the fraction of non-tied coordinates where worker m's sign equals the vote,
@@ -106,10 +106,11 @@ def scale_by_majority_vote(
   inside a word it votes on, such a coordinate sends a filler bit that alternates with the
   coordinate, the worker and the step, so it never leans the vote either way. A tie among the
   voters is 0 for even M; for odd M it alternates with the coordinate and the step (the way back
-  of ``"alltoall"`` has one bit a coordinate); see ``DESIGN.md``. A single ballot (``axis_name=None``,
-  or an axis of size 1) decides alone, exactly per coordinate: ``sign(u)``, 0 where ``u`` is zero or
-  non-finite. The signs of all leaves travel as one uint32 buffer, one exchange per step. The vote is equal on every worker, and typed invariant over the
-  axis inside ``jax.shard_map``. Placed after ``optax.ema`` it gives Signum with majority vote
+  of ``"alltoall"`` has one bit a coordinate); see ``DESIGN.md``. A single ballot
+  (``axis_name=None``, or an axis of size 1) decides alone, exactly per coordinate: ``sign(u)``, 0
+  where ``u`` is zero or non-finite. The signs of all leaves travel as one uint32 buffer, one
+  exchange per step. The vote is equal on every worker, and typed invariant over the axis inside
+  ``jax.shard_map``. Placed after ``optax.ema`` it gives Signum with majority vote
   (Algorithm 1 of Bernstein et al.); after ``optax.scale_by_lion``, distributed Lion.
 
   Strategies:
