@@ -73,15 +73,15 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-exception-caught  (any unreadable file: damaged)
       return f"its config is unreadable: {type(e).__name__}", None
     config_checks.check_resume(saved, self._config)  # Another run's checkpoint is an error, not damage.
+    elastic = any(saved.get(field) != self._config[field] for field in ("num_workers", "workers_per_host"))
     try:
-      shapes = saved_shapes(self._directory / str(step) / "state")
-      paths = [_canonical(path) for path, _ in jax.tree_util.tree_leaves_with_path(state)]
-      elastic = any(shapes[path] != leaf.shape for path, leaf in zip(paths, jax.tree.leaves(state)))
-      # Another worker count: read the saved arrays whole (replicated), then remap them.
-      replicated = jax.sharding.NamedSharding(jax.tree.leaves(state)[0].sharding.mesh, jax.sharding.PartitionSpec())
-      target = jax.tree_util.tree_map_with_path(
-          lambda path, leaf: jax.ShapeDtypeStruct(shapes[_canonical(path)], leaf.dtype, sharding=replicated)
-          if elastic else ocp.utils.to_shape_dtype_struct(leaf), state)
+      if elastic:  # Another worker count: read the saved arrays whole (replicated), then remap them.
+        shapes = saved_shapes(self._directory / str(step) / "state")
+        replicated = jax.sharding.NamedSharding(jax.tree.leaves(state)[0].sharding.mesh, jax.sharding.PartitionSpec())
+        target = jax.tree_util.tree_map_with_path(
+            lambda path, leaf: jax.ShapeDtypeStruct(shapes[_canonical(path)], leaf.dtype, sharding=replicated), state)
+      else:
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
       items = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), integrity=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-exception-caught
