@@ -80,17 +80,25 @@ def test_workers_must_spread_evenly_over_processes():
         (["--config={tmp}/syntax.py"], "error: the config file '{tmp}/syntax.py' has a syntax error at line 1: invalid syntax."),
         (["--config={tmp}/no_get_config.py", "--config.num_steps=3"], "error: the config file '{tmp}/no_get_config.py' has no get_config(); a config defines get_config() returning an ml_collections.ConfigDict (see configs/default.py)."),
         (["--config=configs/digits.py", "--config.optimizer=lamb"], "error: unknown optimizer 'lamb'; valid optimizers are ('signum', 'sgd', 'adam')."),
+        (["--config=configs/digits.py", "--config.b1=1.5"], "error: b1=1.5 must be in [0, 1)."),
+        (["--config=configs/digits.py", "--config.weight_decay=-0.1"], "error: weight_decay=-0.1 must be >= 0."),
+        (["--config=configs/digits.py", "--config.learning_rate=0.0"], "error: learning_rate=0.0 must be > 0."),
+        (["--config=configs/digits.py", "--config.num_faulty=3"], "error: unknown config key 'num_faulty'; every field must be one of configs/default.py."),
+        (["--config=configs/digits.py", "--config.faults.num_faulty=3"], "error: faults.num_faulty=3 needs faults.kind, one of ('negate', 'random', 'zero', 'nan', 'scale')."),
+        (["--config=configs/digits.py", "--workdir={tmp}/a_file"], "error: the workdir '{tmp}/a_file' is a file; pass a directory."),
+        (["--config=configs/digits.py", "--workdir="], "error: the workdir is empty; pass --workdir=DIR, a directory for checkpoints and metrics."),
     ],
 )
 def test_command_line_errors_are_one_line(tmp_path, args, message):
   (tmp_path / "syntax.py").write_text("def get_config(:\n")
   (tmp_path / "no_get_config.py").write_text("learning_rate = 0.1\n")
+  (tmp_path / "a_file").write_text("not a directory\n")
   args = [a.replace("{tmp}", str(tmp_path)) for a in args]
   result = subprocess.run(
       [sys.executable, "-m", "train", f"--workdir={tmp_path / 'work'}", *args], cwd=harness.ROOT, capture_output=True,
       text=True, timeout=120,
   )
-  assert result.returncode != 0
+  assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == message.replace("{tmp}", str(tmp_path))
   assert "Traceback" not in result.stderr
 
