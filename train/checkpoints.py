@@ -41,6 +41,12 @@ def _nonfinite_leaf(host_state) -> str | None:
   return None
 
 
+def _say(line: str) -> None:
+  """One line on stderr, from process 0 only (every process restores the same checkpoints)."""
+  if jax.process_index() == 0:
+    print(line, file=sys.stderr, flush=True)
+
+
 class Checkpointer:
   """Saves ``TrainState`` every few steps; restores the newest intact one if the config matches."""
 
@@ -59,8 +65,8 @@ class Checkpointer:
       problem, restored = self._restore(step, state)
       if problem is None:
         return restored
-      print(f"warning: the checkpoint of step {step} in {self._directory} is damaged ({problem}); "
-            "it is removed and the run resumes from the one before", file=sys.stderr, flush=True)
+      _say(f"warning: the checkpoint of step {step} in {self._directory} is damaged ({problem}); "
+           "it is removed and the run resumes from the one before")
       self._manager.delete(step)
     raise ConfigError(
         f"no intact checkpoint in {self._directory} (damaged: steps {', '.join(map(str, steps))}, now "
@@ -96,9 +102,9 @@ class Checkpointer:
       return None, items["state"]
     stacked = jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
     remapped = remap_workers(host_state, on_host(state), stacked)
-    print(f"resuming the checkpoint of step {step}, saved by {saved['num_workers']} workers, on "
-          f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {saved['num_workers']}, "
-          "batch statistics are averaged", file=sys.stderr, flush=True)
+    _say(f"resuming the checkpoint of step {step}, saved by {saved['num_workers']} workers, on "
+         f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {saved['num_workers']}, "
+         "batch statistics are averaged")
     return None, jax.tree.map(
         lambda value, leaf: jax.make_array_from_callback(value.shape, leaf.sharding, lambda index: value[index]),
         remapped, state)
