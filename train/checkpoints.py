@@ -12,15 +12,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from jax.experimental import multihost_utils
 
-from train import config_checks
+from train import config_checks, distributed
 from train.errors import ConfigError
-
-
-def on_host(state):
-  """The global arrays of ``state`` as numpy, gathered to every process (all of them must call it)."""
-  return jax.tree.map(np.asarray, multihost_utils.process_allgather(state, tiled=True))
 
 
 def fingerprint(host_state) -> str:
@@ -92,7 +86,7 @@ class Checkpointer:
           state=ocp.args.StandardRestore(target), integrity=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-exception-caught
       return f"its state is unreadable: {type(e).__name__}", None
-    host_state = on_host(items["state"])
+    host_state = distributed.to_host(items["state"])
     if items["integrity"].get("sha256") != fingerprint(host_state):
       return "its checksum does not match its state", None
     leaf = None if self._config.faults.kind else _nonfinite_leaf(host_state)  # A fault run may diverge.
@@ -101,7 +95,7 @@ class Checkpointer:
     if not elastic:
       return None, items["state"]
     stacked = jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
-    remapped = remap_workers(host_state, on_host(state), stacked)
+    remapped = remap_workers(host_state, distributed.to_host(state), stacked)
     _say(f"resuming the checkpoint of step {step}, saved by {saved['num_workers']} workers, on "
          f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {saved['num_workers']}, "
          "batch statistics are averaged")
@@ -113,7 +107,7 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         config=ocp.args.JsonSave(config_checks.config_to_json(self._config)),
-        integrity=ocp.args.JsonSave({"step": step, "sha256": fingerprint(on_host(state))})))
+        integrity=ocp.args.JsonSave({"step": step, "sha256": fingerprint(distributed.to_host(state))})))
 
   def close(self) -> None:
     """Waits for saves still being written (also when training stopped on an error)."""

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 
 # The environment the local launcher (``python -m train.launch``) sets for each process; on a real
 # cluster, flags or JAX's own cluster detection (SLURM, Open MPI, ...) provide the same.
@@ -17,6 +18,11 @@ ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", 
 
 def _env_int(name):
   return int(os.environ[name]) if os.environ.get(name) else None
+
+
+def to_host(tree):
+  """A tree of global arrays as numpy, gathered from every process (all of them must call it)."""
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 class JoinError(RuntimeError):

@@ -20,11 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import signvote_jax as sv
-from train import checkpoints, config_checks, input_pipeline, models, optimizers, reporting
+from train import checkpoints, config_checks, distributed, input_pipeline, models, optimizers, reporting
 from train.errors import ConfigError
 
 # Logged per worker when the optimizer votes: the statistics in the vote's state.
@@ -104,11 +103,6 @@ def create_mesh(config) -> jax.sharding.Mesh:
     shape, names = (config.num_workers,), ("workers",)
   axis_types = (jax.sharding.AxisType.Explicit,) * len(names)
   return jax.sharding.Mesh(np.asarray(devices).reshape(shape), names, axis_types=axis_types)
-
-
-def to_host(tree):
-  """A tree of global arrays as numpy, from every process (all of them must call it)."""
-  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def cross_entropy(logits, labels):
@@ -225,7 +219,7 @@ def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
   for local in input_pipeline.eval_batches(
       exp.data, global_batch_size=eval_global_batch_size(exp.config), process_index=jax.process_index(),
       process_count=jax.process_count(), num_threads=exp.config.num_data_threads):
-    totals += to_host(eval_step(state.params, state.model_state, global_batch(local, exp.mesh))).sum(0)
+    totals += distributed.to_host(eval_step(state.params, state.model_state, global_batch(local, exp.mesh))).sum(0)
   loss, correct, top5, count = totals
   metrics = {"loss": loss / count, "accuracy": correct / count, "top5_accuracy": top5 / count}
   if exp.data.is_language:
@@ -255,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state, specs = create_train_state(exp)
   with checkpoints.Checkpointer(workdir, config) as checkpointer:
     state = checkpointer.restore_or(state)
-    start_step = int(to_host(state.step))
+    start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,
         enabled=jax.process_index() == 0, progress_bar=config.progress_bar)
@@ -308,6 +302,14 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   return state
 
 
+def mean_over_periods(rows) -> np.ndarray:
+  """Per worker, the mean of a statistic over steps or log periods ``[T, M]``, NaNs left out
+  (a worker that never voted stays NaN)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # The mean of an all-NaN column: NaN, as it should be.
+    return np.nanmean(np.asarray(rows, np.float64), axis=0)
+
+
 def run_vote_statistics(records) -> dict:
   """Each worker's kappa averaged over every logged train period of the run, and the workers it names.
 
@@ -323,10 +325,7 @@ def run_vote_statistics(records) -> dict:
   while first > 0 and len(rows[first - 1]) == len(rows[-1]):
     first -= 1
   rows = rows[first:]
-  kappa = np.asarray([[np.nan if k is None else k for k in row] for row in rows], np.float64)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # A worker that never voted: NaN.
-    mean = np.nanmean(kappa, axis=0)
+  mean = mean_over_periods([[np.nan if k is None else k for k in row] for row in rows])
   return {"kappa": mean.tolist(), "suspected_workers": sv.suspected_workers(mean)}
 
 
@@ -341,7 +340,7 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
   mean over the log period names faulty workers without naming honest ones by chance. A worker's
   agreement and kappa are averaged over the steps where it voted (NaN if it never did).
   """
-  fetched = to_host(pending)
+  fetched = distributed.to_host(pending)
   first = done - len(fetched) + 1
   if not allow_nonfinite:
     for offset, (per_worker, _) in enumerate(fetched):
@@ -359,9 +358,7 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
       "learning_rate": float(schedule(done - 1)),
   }
   if fetched[0][1]:
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-      warnings.simplefilter("ignore", RuntimeWarning)  # The mean of a worker that never voted: NaN.
-      for name in VOTE_STATISTICS:
-        out[name] = np.nanmean(np.asarray([shared[name] for _, shared in fetched], np.float64), axis=0).tolist()
+    for name in VOTE_STATISTICS:
+      out[name] = mean_over_periods([shared[name] for _, shared in fetched]).tolist()
     out["suspected_workers"] = sv.suspected_workers(out["kappa"])
   return out
