@@ -13,7 +13,7 @@ when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX ot
 
 from .dispatch import IMPLS, triton_impls
 from .packing import filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, unpack_signs, unpack_ternary
-from .voting import AgreementCounts, agreement_counts, decode_planes, vote_planes
+from .voting import AgreementCounts, agreement_counts, decode_planes, majority, vote_planes
 
 __all__ = [
     "AgreementCounts",
@@ -21,6 +21,7 @@ __all__ = [
     "agreement_counts",
     "decode_planes",
     "filler_word",
+    "majority",
     "num_words",
     "pack_ballot",
     "pack_bits",

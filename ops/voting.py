@@ -55,6 +55,22 @@ def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, voting: jax
   return sign, nonzero
 
 
+def majority(rows: jax.Array, *, impl: str = "auto") -> jax.Array:
+  """``u32[W]``: bit 1 where more than half of the rows of ``u32[R, W]`` (R odd) have a 1.
+
+  The vote of R ballots that all vote (no tie is possible for odd R). Per coordinate, the median of
+  R values in {-1, 0, +1} is +1 where the majority of the "is +1" planes says so, -1 where the
+  majority of the "is -1" planes does, and 0 otherwise.
+
+  >>> import jax.numpy as jnp
+  >>> int(majority(jnp.array([0b011, 0b110, 0b101], jnp.uint32))[()])  # each bit is 1 in two rows of three
+  7
+  """
+  if rows.shape[0] % 2 == 0:
+    raise ValueError(f"majority needs an odd number of rows, got {rows.shape[0]}.")
+  return vote_planes(rows.reshape(rows.shape[0], -1), impl=impl)[0].reshape(rows.shape[1:])
+
+
 def _vote_planes_jax(words, voting, tie_phase):
   """The vote from bit-sliced counts: no coordinate is ever unpacked from its word.
 

@@ -4,6 +4,7 @@ import jax
 import optax
 
 from signvote_jax import axes
+from signvote_jax import faults
 
 
 def mean_allreduce(axis_name) -> optax.GradientTransformation:
@@ -43,6 +44,9 @@ def mean_allreduce(axis_name) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     del params
     axes.axis_size(axis_name, "mean_allreduce")
+    if faults.split_equivocation(updates)[1] is not None:
+      raise ValueError("mean_allreduce: byzantine('equivocate') needs a wire of ballots to lie on, which "
+                       "only scale_by_majority_vote has; use another fault kind before an all-reduce.")
     return jax.lax.pmean(updates, axis_name), state
 
   return optax.GradientTransformation(init_fn, update_fn)

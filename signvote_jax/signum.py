@@ -55,7 +55,9 @@ def signum(
     inner_axis_name=None,
     outer_strategy: str = "allgather",
     num_workers: int | None = None,
+    replicas: int | None = None,
     fault: optax.GradientTransformation | None = None,
+    voter_fault=None,
     impl: str = "auto",
 ) -> optax.GradientTransformation:
   r"""Signum with majority vote (Algorithm 1 of Bernstein et al., ICLR 2019).
@@ -82,10 +84,11 @@ def signum(
     weight_decay: :math:`\lambda`, decoupled (not scaled by the vote). Pass ``params`` to update.
     axis_name: the workers' mapped axis (the hosts' for ``"hierarchical"``); None for one worker
       with no collective (plain Signum).
-    strategy, inner_axis_name, outer_strategy, num_workers, impl: see
+    strategy, inner_axis_name, outer_strategy, num_workers, replicas, impl: see
       :func:`signvote_jax.scale_by_majority_vote`.
     fault: a transform applied to each worker's momentum just before the vote, such as
       :func:`signvote_jax.faults.byzantine`; the worker's own momentum stays honest.
+    voter_fault: workers that lie as voters, :func:`signvote_jax.faults.voter`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -116,6 +119,8 @@ def signum(
           inner_axis_name=inner_axis_name,
           outer_strategy=outer_strategy,
           num_workers=num_workers,
+          replicas=replicas,
+          voter_fault=voter_fault,
           impl=impl,
       ),
       optax.add_decayed_weights(weight_decay),

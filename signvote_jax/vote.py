@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from signvote_jax import axes
+from signvote_jax import faults
 from signvote_jax import ops
 from signvote_jax import strategies
 from signvote_jax.ops import dispatch
@@ -17,13 +18,18 @@ class MajorityVoteState(NamedTuple):
 
   Per worker (per host for ``"hierarchical"``). The agreement statistics are over the coordinates
   where the vote was not 0 and the worker voted; NaN where there were none (a worker that abstained
-  everywhere, before the first vote, and for a single worker, who has no one to agree with).
+  everywhere, before the first vote, and for a single worker, who has no one to agree with). The
+  voter statistics compare the results each worker returned for the shards it voted with the
+  combined (median) vote, where that is not 0; NaN unless shards have several voters
+  (``replicas`` of 3 or more).
   """
 
   agreement: jax.Array  # f32[M]: the fraction where its sign equaled the vote.
   kappa: jax.Array  # f32[M]: that agreement beyond chance, Cohen's kappa.
   nonfinite: jax.Array  # i32[M]: its non-finite coordinates in the last vote (it abstained there).
   count: jax.Array  # i32[]: votes taken; the phase of the filler bits and of odd M's tie-break.
+  voter_agreement: jax.Array  # f32[M]: the fraction where its returned vote equaled the combined one.
+  voter_kappa: jax.Array  # f32[M]: that agreement beyond chance.
 
 
 def vote_statistics(counts: ops.AgreementCounts) -> tuple[jax.Array, jax.Array]:
@@ -92,6 +98,8 @@ def scale_by_majority_vote(
     inner_axis_name=None,
     outer_strategy: str = "allgather",
     num_workers: int | None = None,
+    replicas: int | None = None,
+    voter_fault: faults.VoterFault | None = None,
     impl: str = "auto",
 ) -> optax.GradientTransformation:
   r"""Replaces each worker's update by the majority vote of all workers' signs.
@@ -117,7 +125,10 @@ def scale_by_majority_vote(
 
   * ``"allgather"``: all-gather the words; every worker counts all M ballots.
   * ``"alltoall"``: all-to-all so that worker j votes shard j of every ballot, then all-gather the
-    voted shards; the traffic per worker does not grow with M.
+    voted shards; the traffic per worker does not grow with M. With ``replicas=r`` (odd), workers
+    j, j+1, ..., j+r-1 each vote shard j and every worker takes, per coordinate, the median of
+    their r results (and of the counts they report): fewer than r/2 faulty voters of a shard change
+    nothing, for r times the traffic (``DESIGN.md``, threat model).
   * ``"hierarchical"``: sum the float updates over ``inner_axis_name`` (the devices of one host,
     a fast link; a float32 reduce-scatter, so that each device holds a slice of the host's sum),
     then vote the hosts' signs over ``axis_name`` with ``outer_strategy``, each device its slice;
@@ -131,12 +142,18 @@ def scale_by_majority_vote(
     outer_strategy: for ``"hierarchical"``, ``"allgather"`` or ``"alltoall"`` across hosts.
     num_workers: the number of ballots M, needed only to ``init`` outside the map (inside it, the
       axis size is used and must agree).
+    replicas: the voters of each shard for ``"alltoall"`` (and a ``"hierarchical"`` vote with an
+      ``"alltoall"`` outer one): an odd number from 1 (None: each worker votes its own shard alone)
+      to M. It shapes the exchange, so under ``optax.inject_hyperparams`` name it in
+      ``static_args``.
+    voter_fault: faulty voters for tests and benchmarks, :func:`signvote_jax.faults.voter`.
     impl: kernel implementation, ``"auto"``, ``"jax"`` or ``"triton"`` (see ``ops``).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read its
     fields from any optimizer state with ``optax.tree.get(opt_state, "kappa")`` (or
-    ``"agreement"``, ``"nonfinite"``), and pass the kappa to :func:`signvote_jax.suspected_workers`.
+    ``"agreement"``, ``"nonfinite"``, ``"voter_kappa"``), and pass a kappa to
+    :func:`signvote_jax.suspected_workers` to name faulty senders (or voters).
     With one ballot they are NaN: a single worker has no one to agree with.
 
   Example (one worker per device; identical gradients vote their own signs):
@@ -156,7 +173,7 @@ def scale_by_majority_vote(
     <https://arxiv.org/abs/1810.05291>`_, ICLR 2019.
   """
   plan = strategies.strategy(strategy, outer_strategy=outer_strategy, inner_axis_name=inner_axis_name,
-                             axis_name=axis_name)
+                             axis_name=axis_name, replicas=replicas, voter_fault=voter_fault)
   if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
     raise ValueError(f"num_workers must be a positive int, got {num_workers!r}.")
   dispatch.check_impl(impl)
@@ -183,11 +200,14 @@ def scale_by_majority_vote(
           f"axis named {axis_name!r} (check the name against the mesh's axes); call init inside such a "
           "map, or pass num_workers=M when building the transform."
       )
+    plan.check_workers(count, axis_name)
     return MajorityVoteState(*_unmeasured(count), nonfinite=jnp.zeros((count,), jnp.int32),
-                             count=jnp.zeros([], jnp.int32))
+                             count=jnp.zeros([], jnp.int32), voter_agreement=_unmeasured(count)[0],
+                             voter_kappa=_unmeasured(count)[1])
 
   def update_fn(updates, state, params=None):
     del params
+    updates, equivocation = faults.split_equivocation(updates)
     check_floating(updates, who)
     leaves, treedef = jax.tree.flatten(updates)
     count = 1 if axis_name is None else axes.axis_size(axis_name, who)
@@ -198,8 +218,10 @@ def scale_by_majority_vote(
       )
     if not leaves:
       return updates, state
+    plan.check_workers(count, axis_name, equivocation)
+    voter_agreement, voter_kappa = _unmeasured(count)
     if count == 1:
-      # One ballot: no wire to economise, so abstention is exact per coordinate.
+      # One ballot: no wire to economise (and no one to equivocate to), so abstention is exact per coordinate.
       if plan.hierarchical:
         leaves = jax.lax.psum(leaves, inner_axis_name)
       votes, nonfinite = vote_alone(leaves)
@@ -208,11 +230,14 @@ def scale_by_majority_vote(
       agreement, kappa = _unmeasured(1)
       nonfinite = nonfinite[None]
     else:
-      layout, tally = plan.tally(leaves, axis_name, inner_axis_name, state.count, impl)
+      layout, tally = plan.tally(leaves, axis_name, inner_axis_name, state.count, impl, equivocation)
       votes = layout.decode(tally.sign, tally.nonzero, leaves)
       (agreement, kappa), nonfinite = vote_statistics(tally.counts), tally.nonfinite.astype(jnp.int32)
-    new_state = MajorityVoteState(agreement, kappa, nonfinite, state.count + 1)
-    # Equal on every worker; kept varying only where a per_worker wrapper typed the state so.
+      if tally.voter_counts is not None:
+        voter_agreement, voter_kappa = vote_statistics(tally.voter_counts)
+    new_state = MajorityVoteState(agreement, kappa, nonfinite, state.count + 1, voter_agreement, voter_kappa)
+    # Equal on every worker (but under an equivocating sender with "allgather", where the workers'
+    # views differ); kept varying only where a per_worker wrapper typed the state so.
     return treedef.unflatten(votes), jax.tree.map(axes.match_varying, new_state, state)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -75,15 +75,65 @@ def vote_of_ballots(values, step=0, leaf_sizes=None):
   coordinate) it is +1 where ``(step + position) % 2`` is 1, else -1.
   """
   values = np.asarray(values, np.float64)
-  num_workers = values.shape[0]
   bits, voting = ballots(values, step, leaf_sizes)
+  return tally(bits, voting, step, leaf_sizes)
+
+
+def tally(bits, voting, step=0, leaf_sizes=None):
+  """sign(P - N) of ballots given as bits and voting flags ``[M, n]``, with DESIGN.md's ties."""
+  num_workers, n = bits.shape
   plus, minus = (bits & voting).sum(axis=0), (~bits & voting).sum(axis=0)
   out = np.sign(plus - minus).astype(np.float64)
   if num_workers % 2:
-    _, position = _words(values.shape[1], leaf_sizes)
+    _, position = _words(n, leaf_sizes)
     tie = (plus == minus) & (plus + minus > 0)
     out[tie] = np.where((step + position[tie]) % 2 == 1, 1.0, -1.0)
   return out
+
+
+def shard_of(n, num_workers, leaf_sizes=None):
+  """Per coordinate, the ``alltoall`` shard it lives in: the words padded to a multiple of M, in M
+  equal consecutive shards."""
+  word, _ = _words(n, leaf_sizes)
+  per_shard = -(-(word.max() + 1) // num_workers)
+  return word // per_shard
+
+
+def replicated_vote(values, step=0, leaf_sizes=None, replicas=1, view=None, lie=None):
+  """``alltoall`` with ``replicas`` voters a shard: workers j .. j + r - 1 (mod M) vote shard j, and
+  the vote of a coordinate is the median of its voters' results.
+
+  ``view(k, bits)`` is the ballots' bits ``[M, n]`` as voter k receives them (as sent if None: a
+  sender may equivocate); ``lie(k, result)`` is what voter k returns for its computed ``result``
+  (itself if None). Returns ``(vote [n], results [M, n])``, results NaN where k does not vote.
+  """
+  values = np.asarray(values, np.float64)
+  num_workers, n = values.shape
+  bits, voting = ballots(values, step, leaf_sizes)
+  shard = shard_of(n, num_workers, leaf_sizes)
+  results = np.full((num_workers, n), np.nan)
+  for k in range(num_workers):
+    result = tally(bits if view is None else view(k, bits), voting, step, leaf_sizes)
+    result = result if lie is None else lie(k, result)
+    votes_here = (k - shard) % num_workers < replicas
+    results[k, votes_here] = result[votes_here]
+  return np.nanmedian(results, axis=0), results
+
+
+def voter_kappa(results, combined):
+  """Per voter, Cohen's kappa of the results it returned (NaN where it does not vote) against the
+  combined vote, where that is not 0; NaN for a voter with no such coordinate."""
+  out = []
+  for row in np.asarray(results, np.float64):
+    counted = ~np.isnan(row) & (combined != 0)
+    if not counted.any():
+      out.append(np.nan)
+      continue
+    agree, positive, vote_positive = (np.mean(row[counted] == combined[counted]), np.mean(row[counted] > 0),
+                                      np.mean(combined[counted] > 0))
+    chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
+    out.append((agree - chance) / (1 - chance) if chance < 1 else 0.0)
+  return np.array(out)
 
 
 def _per_worker_shares(values, step, leaf_sizes):

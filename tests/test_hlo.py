@@ -7,6 +7,7 @@ import pytest
 
 import signvote_jax as sv
 from signvote_jax import hlo
+from signvote_jax import ops
 from tests import harness
 
 AXIS = "workers"
@@ -14,6 +15,10 @@ P = jax.sharding.PartitionSpec
 
 
 def _collectives(opt, num_workers, num_leaves=16):
+  return hlo.counts(_compiled(opt, num_workers, num_leaves))
+
+
+def _compiled(opt, num_workers, num_leaves):
   mesh = harness.mesh((num_workers,), (AXIS,))
   params = {f"layer{i}": jnp.zeros((i + 1, 7)) for i in range(num_leaves)}
 
@@ -30,13 +35,31 @@ def _collectives(opt, num_workers, num_leaves=16):
       .lower(params, grads)
       .compile()
   )
-  return hlo.counts(compiled.as_text())
+  return compiled.as_text()
 
 
-@pytest.mark.parametrize("num_workers", [2, 3, 8])
-def test_alltoall_is_one_all_to_all_and_one_all_gather_of_words(num_workers):
-  found = _collectives(sv.signum(1e-3, axis_name=AXIS, strategy="alltoall"), num_workers)
+@pytest.mark.parametrize("num_workers,replicas", [(2, 1), (3, 1), (8, 1), (3, 3), (8, 3), (8, 5)])
+@pytest.mark.parametrize("num_leaves", [1, 16])
+def test_alltoall_is_one_all_to_all_and_one_all_gather_of_words(num_workers, replicas, num_leaves):
+  """Whatever the replicas (and faulty voters) and the number of leaves."""
+  voter_fault = sv.faults.voter("negate+blame", [0]) if replicas > 1 else None
+  opt = sv.signum(1e-3, axis_name=AXIS, strategy="alltoall", replicas=replicas, voter_fault=voter_fault)
+  found = _collectives(opt, num_workers, num_leaves)
   assert found == {("all-to-all", "u32"): 1, ("all-gather", "u32"): 1}, found
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 5])
+def test_replicas_send_r_shards_each_way(replicas):
+  """7 workers: out, r shards of bits and abstention flags to each voter; back, each voter's r voted
+  shards (sign plane and one "anyone voted" flag a word), 4 M counts a shard and its non-finite count."""
+  num_workers, num_leaves = 7, 16
+  words = sum(ops.num_words(7 * (i + 1)) for i in range(num_leaves))
+  shard = -(-words // num_workers)
+  opt = sv.signum(1e-3, axis_name=AXIS, strategy="alltoall", replicas=replicas)
+  found = {c.kind: c.result_bytes for c in hlo.collectives(_compiled(opt, num_workers, num_leaves))}
+  out = num_workers * replicas * (shard + ops.num_words(shard))
+  back = num_workers * (replicas * shard + ops.num_words(replicas * shard) + replicas * 4 * num_workers + 1)
+  assert found == {"all-to-all": 4 * out, "all-gather": 4 * back}, found
 
 
 def test_allgather_is_one_all_gather_of_words():
