@@ -46,6 +46,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.0
   config.strategy = "allgather"  # Signum's exchange: allgather, alltoall or hierarchical.
   config.workers_per_host = 0  # hierarchical only: workers psum'd before the vote (0: per process).
+  config.outer_strategy = "allgather"  # hierarchical only: the vote across hosts, allgather or alltoall.
+  # Voters of each alltoall shard (odd, 1..M; the median of their results): 3 survives one worker
+  # lying in every role it plays, for 3x alltoall's traffic (DESIGN.md, threat model).
+  config.replicas = 1
   config.impl = "auto"  # Sign packing and vote kernels: auto, jax or triton.
 
   # Learning-rate schedule: linear warm-up from 0, then step decay (the paper's ImageNet recipe).
@@ -64,8 +68,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Faulty workers (signvote_jax.faults.byzantine), the last num_faulty workers along the axis.
   # A fault experiment may produce non-finite losses; any other run stops at the first one.
   config.faults = ml_collections.ConfigDict()
-  config.faults.kind = ""  # "" (none), negate, random, zero, nan or scale.
+  config.faults.kind = ""  # "" (none), negate, random, zero, nan, scale or equivocate.
   config.faults.num_faulty = 0
+  # Faulty voters of alltoall shards (signvote_jax.faults.voter), the last num_faulty_voters workers:
+  # "" (none), negate, random, zero, blame, or a lie joined with blame ("negate+blame").
+  config.faults.voter_kind = ""
+  config.faults.num_faulty_voters = 0
 
   config.seed = 0  # Parameter init, data order and random faults.
   config.log_every = 10  # Steps between train-metric lines in metrics.jsonl.

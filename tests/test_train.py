@@ -31,7 +31,9 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   train_lines = [l for l in records if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == list(range(config.log_every, config.num_steps + 1, config.log_every))
   assert set(train_lines[-1]) == {"step", "split", "loss", "nonfinite_losses", "accuracy", "learning_rate",
-                                  "agreement", "kappa", "nonfinite", "suspected_workers", "train_seconds"}
+                                  "agreement", "kappa", "nonfinite", "voter_kappa", "suspected_workers",
+                                  "suspected_voters", "train_seconds"}
+  assert summary["voter_kappa"] == [None] * 8 or all(np.isnan(summary["voter_kappa"]))  # allgather: no voters.
   assert train_lines[-1]["nonfinite"] == [0] * 8 and train_lines[-1]["nonfinite_losses"] == 0
   assert len(written["kappa"]) == 8 and min(written["kappa"]) > 0  # Averaged over the run.
   seconds = [l["train_seconds"] for l in train_lines]
@@ -77,6 +79,21 @@ def test_negating_minority_is_outvoted_and_named(digits_config, tmp_path):
   assert summary["suspected_workers"] == [4, 5, 6]
 
 
+def test_worker_lying_in_every_role_is_outvoted_and_named_with_replicas(digits_config, tmp_path):
+  """alltoall with 3 voters a shard: worker 6 negates its ballot, negates the votes it returns and
+  blames the honest workers in its counts; the run learns and names it, as a sender and as a voter."""
+  digits_config.num_workers, digits_config.num_steps = 7, 45
+  digits_config.eval_batch_size = 7 * 16
+  digits_config.strategy, digits_config.replicas = "alltoall", 3
+  digits_config.faults.kind, digits_config.faults.num_faulty = "negate", 1
+  digits_config.faults.voter_kind, digits_config.faults.num_faulty_voters = "negate+blame", 1
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert summary["test_accuracy"] > 0.8
+  assert summary["suspected_workers"] == [6] and summary["suspected_voters"] == [6]
+  last = [l for l in harness.lines(tmp_path) if l["split"] == "train"][-1]
+  assert last["suspected_voters"] == [6] and len(last["voter_kappa"]) == 7
+
+
 def test_nan_worker_breaks_the_mean_but_the_run_goes_on_when_asked(digits_config, tmp_path):
   digits_config.optimizer, digits_config.learning_rate = "sgd", 0.1
   digits_config.faults.kind, digits_config.faults.num_faulty = "nan", 1
@@ -91,7 +108,8 @@ def test_a_workers_non_finite_loss_is_reported_and_absorbed():
   """Under a vote a worker with a non-finite loss abstains; the run goes on and the metrics say so.
   Only non-finite parameters stop it."""
   per_worker = {"loss": np.array([0.5, np.nan]), "accuracy": np.array([1.0, 0.0]), "params_finite": np.array([True, True])}
-  shared = {"agreement": np.array([0.8, np.nan]), "kappa": np.array([0.6, np.nan]), "nonfinite": np.array([0, 10])}
+  shared = {"agreement": np.array([0.8, np.nan]), "kappa": np.array([0.6, np.nan]), "nonfinite": np.array([0, 10]),
+            "voter_kappa": np.array([np.nan, np.nan])}
   out = train.summarize_train([(per_worker, shared)], 7, lambda step: 0.1, allow_nonfinite=False)
   assert out["loss"] == 0.5 and out["nonfinite_losses"] == 1 and out["nonfinite"] == [0.0, 10.0]
   assert np.isnan(out["kappa"][1]) and out["suspected_workers"] == []

@@ -77,6 +77,15 @@ def check_values(config) -> None:
       ("warmup_epochs", config.warmup_epochs >= 0, ">= 0 (0 turns warm-up off)"),
   ):
     require(ok, f"{field}={config[field]!r} must be {valid}.")
+  require(config.outer_strategy in ("allgather", "alltoall"),
+          f"unknown outer_strategy {config.outer_strategy!r}; valid ones are ('allgather', 'alltoall').")
+  require(isinstance(config.replicas, int) and config.replicas >= 1 and config.replicas % 2 == 1,
+          f"replicas={config.replicas!r} must be an odd number from 1 to the number of workers.")
+  exchange = config.outer_strategy if is_hierarchical(config) else config.strategy
+  voting_for_others = config.optimizer == "signum" and exchange == "alltoall"
+  require(config.replicas == 1 and not config.faults.voter_kind or voting_for_others,
+          "replicas and faults.voter_kind apply where workers vote for each other: optimizer='signum' with "
+          "strategy='alltoall' (or 'hierarchical' with outer_strategy='alltoall').")
   if is_hierarchical(config) and config.workers_per_host:
     require(
         config.num_workers % config.workers_per_host == 0,

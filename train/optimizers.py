@@ -68,21 +68,42 @@ def is_hierarchical(config) -> bool:
   return config.optimizer == "signum" and config.strategy == "hierarchical"
 
 
-def faulty_workers(config, num_ballots: int) -> tuple[int, ...]:
-  """The ballots ``config.faults`` makes faulty: the last ``num_faulty`` of ``num_ballots``."""
-  kind, num_faulty = config.faults.kind, config.faults.num_faulty
+def faulty_workers(config, num_ballots: int, voters: bool = False) -> tuple[int, ...]:
+  """The ballots (or with ``voters``, the voters) ``config.faults`` makes faulty: the last
+  ``num_faulty`` (``num_faulty_voters``) of ``num_ballots``."""
+  kind_field, count_field = ("voter_kind", "num_faulty_voters") if voters else ("kind", "num_faulty")
+  kind, num_faulty = config.faults[kind_field], config.faults[count_field]
+  kinds = sv.faults.VOTER_KINDS if voters else sv.faults.KINDS
   if not kind and not num_faulty:
     return ()
   if not kind:
-    raise ConfigError(f"faults.num_faulty={num_faulty} needs faults.kind, one of {sv.faults.KINDS}.")
-  if kind not in sv.faults.KINDS:
-    raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {sv.faults.KINDS} (or '' for none).")
+    raise ConfigError(f"faults.{count_field}={num_faulty} needs faults.{kind_field}, one of {kinds}.")
+  if not voters and kind not in kinds:
+    raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {kinds} (or '' for none).")
   if not 0 < num_faulty < num_ballots:
     raise ConfigError(
-        f"faults.num_faulty={num_faulty} with faults.kind={kind!r}: it must be between 1 and "
+        f"faults.{count_field}={num_faulty} with faults.{kind_field}={kind!r}: it must be between 1 and "
         f"{num_ballots - 1} (the vote has {num_ballots} ballots)."
     )
   return tuple(range(num_ballots - num_faulty, num_ballots))
+
+
+def _voting_faults(config, axis, num_ballots: int):
+  """The sender fault and the voter fault of ``config.faults`` on the ballots' ``axis`` (None if none)."""
+  workers, voters = faulty_workers(config, num_ballots), faulty_workers(config, num_ballots, voters=True)
+  try:
+    fault = sv.faults.byzantine(config.faults.kind, workers, axis, seed=config.seed) if workers else None
+    voter_fault = sv.faults.voter(config.faults.voter_kind, voters, seed=config.seed) if voters else None
+  except ValueError as e:
+    raise ConfigError(f"faults: {e}") from None
+  exchange = config.outer_strategy if is_hierarchical(config) else config.strategy
+  if config.faults.kind == "equivocate" and exchange == "allgather":
+    raise ConfigError(
+        "faults.kind='equivocate' against an allgather vote leaves every worker with its own vote "
+        "(DESIGN.md, threat model), but the trainer keeps one replicated model; use strategy='alltoall' "
+        "(or outer_strategy='alltoall'), where replicas >= 3 keeps the workers in step."
+    )
+  return fault, voter_fault
 
 
 def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> optax.GradientTransformation:
@@ -94,8 +115,17 @@ def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> o
   axis_names = mesh.axis_names
   # The mesh's first axis holds the ballots: single workers, or whole hosts if hierarchical.
   ballots = axis_names[0]
-  workers = faulty_workers(config, mesh.shape[ballots])
-  fault = sv.faults.byzantine(config.faults.kind, workers, ballots, seed=config.seed) if workers else None
+  if config.optimizer == "signum":
+    fault, voter_fault = _voting_faults(config, ballots, mesh.shape[ballots])
+    if config.replicas > mesh.shape[ballots]:
+      raise ConfigError(f"replicas={config.replicas} needs as many voters, but the vote has {mesh.shape[ballots]} "
+                        f"ballots; use an odd number from 1 to {mesh.shape[ballots]}.")
+  else:
+    if config.faults.kind == "equivocate" or config.faults.voter_kind or config.replicas != 1:
+      raise ConfigError(f"replicas, faults.voter_kind and faults.kind='equivocate' need a vote (optimizer='signum'); "
+                        f"optimizer={config.optimizer!r} averages over an all-reduce.")
+    workers = faulty_workers(config, mesh.shape[ballots])
+    fault = sv.faults.byzantine(config.faults.kind, workers, ballots, seed=config.seed) if workers else None
   hierarchical = is_hierarchical(config)
 
   def build(learning_rate, b1):
@@ -107,7 +137,10 @@ def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> o
           axis_name=axis_names[0] if hierarchical else axis_names,
           strategy=config.strategy,
           inner_axis_name=axis_names[1] if hierarchical else None,
+          outer_strategy=config.outer_strategy,
+          replicas=config.replicas,
           fault=fault,
+          voter_fault=voter_fault,
           impl=config.impl,
       )
     if config.optimizer == "sgd":

@@ -78,8 +78,10 @@ def plot_curves(records: list[dict], path: str) -> None:
   """Loss and accuracy of every split against steps, and the per-worker vote statistics if logged."""
   splits = sorted({r["split"] for r in records})
   per_worker = {"agreement": ("agreement with the vote", 0.5), "kappa": ("kappa (agreement beyond chance)", 0.0),
-                "nonfinite": ("non-finite coordinates (abstained)", 0.0)}
-  panels = ["loss", "accuracy"] + [name for name in per_worker if any(name in r for r in records)]
+                "nonfinite": ("non-finite coordinates (abstained)", 0.0),
+                "voter_kappa": ("kappa of its votes against the median", 0.0)}
+  measured = [name for name in per_worker if any(v is not None for r in records for v in r.get(name) or [])]
+  panels = ["loss", "accuracy"] + measured
   figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
   for axes, name in zip(figure.subplots(1, len(panels)), panels):
     if name in per_worker:

@@ -27,7 +27,7 @@ from train import checkpoints, config_checks, distributed, input_pipeline, model
 from train.errors import ConfigError
 
 # Logged per worker when the optimizer votes: the statistics in the vote's state.
-VOTE_STATISTICS = ("agreement", "kappa", "nonfinite")
+VOTE_STATISTICS = ("agreement", "kappa", "nonfinite", "voter_kappa")
 
 
 @flax.struct.dataclass
@@ -276,7 +276,7 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   """From ``start_step`` (``state.step``) to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
   config, mesh = exp.config, exp.mesh
   train_step, eval_step = make_train_step(exp, specs), make_eval_step(exp, specs)
-  allow_nonfinite = bool(config.faults.kind)  # A fault experiment; create_optimizer checked it.
+  allow_nonfinite = bool(config.faults.kind or config.faults.voter_kind)  # A fault experiment; create_optimizer checked it.
   batches = input_pipeline.train_batches(
       exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
@@ -311,22 +311,26 @@ def mean_over_periods(rows) -> np.ndarray:
 
 
 def run_vote_statistics(records) -> dict:
-  """Each worker's kappa averaged over every logged train period of the run, and the workers it names.
+  """Each worker's kappa as a sender and as a voter averaged over every logged train period of the
+  run, and the workers they name (``suspected_workers``, ``suspected_voters``).
 
   A whole run's average: one period's kappa is noisy once the gradients are small (an honest worker
   can dip below the threshold for a period near convergence), while a faulty worker stays low
   throughout. After an elastic resume only the periods since the worker count last changed count.
-  ``None`` for both where the optimizer does not vote.
+  ``None`` where the optimizer does not vote; voters are measured only with ``replicas`` >= 3.
   """
-  rows = [r["kappa"] for r in records if r["split"] == "train" and r.get("kappa") is not None]
-  if not rows:
-    return {"kappa": None, "suspected_workers": None}
-  first = len(rows)
-  while first > 0 and len(rows[first - 1]) == len(rows[-1]):
-    first -= 1
-  rows = rows[first:]
-  mean = mean_over_periods([[np.nan if k is None else k for k in row] for row in rows])
-  return {"kappa": mean.tolist(), "suspected_workers": sv.suspected_workers(mean)}
+  out = {}
+  for statistic, named in (("kappa", "suspected_workers"), ("voter_kappa", "suspected_voters")):
+    rows = [r[statistic] for r in records if r["split"] == "train" and r.get(statistic) is not None]
+    if not rows:
+      out.update({statistic: None, named: None})
+      continue
+    first = len(rows)
+    while first > 0 and len(rows[first - 1]) == len(rows[-1]):
+      first -= 1
+    mean = mean_over_periods([[np.nan if k is None else k for k in row] for row in rows[first:]])
+    out.update({statistic: mean.tolist(), named: sv.suspected_workers(mean)})
+  return out
 
 
 def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
@@ -361,4 +365,5 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
     for name in VOTE_STATISTICS:
       out[name] = mean_over_periods([shared[name] for _, shared in fetched]).tolist()
     out["suspected_workers"] = sv.suspected_workers(out["kappa"])
+    out["suspected_voters"] = sv.suspected_workers(out["voter_kappa"])
   return out
