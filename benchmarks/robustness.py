@@ -8,7 +8,15 @@ adversary), ``random`` signs, ``zero`` (a dead worker), ``scale`` (x -1e3) or ``
 optimizers run the same trainer with the same faults injected before their exchange. It reports
 the final test accuracy (mean and spread over the seeds) and, for the vote, whether its statistics
 named exactly the faulty workers: suspected by their kappa, or, for ``zero`` and ``nan`` workers,
-which have nothing to say and abstain, reported as abstaining (kappa NaN). Writes
+which have nothing to say and abstain, reported as abstaining (kappa NaN).
+
+A second table puts the last worker at fault in each role it plays (DESIGN.md, threat model): its
+ballot, the vote it returns for the shards it votes (``negate``, ``random``, ``zero``), the counts it
+reports (``blame``), a different ballot to each voter (``equivocate``), and all of them at once
+(``every role``: a negating ballot, a negating vote and blaming counts), against ``allgather``,
+``alltoall`` and ``alltoall`` with 3 voters a shard (``replicas=3``). It reports the accuracy and
+whether the vote's statistics named the faulty worker where its lie is detectable (a negating
+ballot; a lying vote with replicas) and never an honest one. Writes
 ``benchmarks/results/robustness-<device>-<date>.{json,md,png}``.
 """
 
@@ -31,6 +39,21 @@ from signvote_jax import faults  # pylint: disable=wrong-import-position
 OPTIMIZERS = {"signum": {"optimizer": "signum"}, "sgd": {"optimizer": "sgd", "learning_rate": 0.1, "b1": 0.9}}
 # Kinds whose workers have nothing to say: the vote reports them as abstaining, not as suspects.
 ABSTAINING = ("zero", "nan")
+# Update-level kinds of the first table; "equivocate" lives on the wire and is in the second.
+SENDER_KINDS = tuple(k for k in faults.KINDS if k != "equivocate")
+# The second table: what the faulty worker does, by role (one faulty worker, the last).
+ATTACKS = {
+    "none": {},
+    "negate ballot": {"faults.kind": "negate"},
+    "negate vote": {"faults.voter_kind": "negate"},
+    "random vote": {"faults.voter_kind": "random"},
+    "zero vote": {"faults.voter_kind": "zero"},
+    "blame": {"faults.voter_kind": "blame"},
+    "equivocate": {"faults.kind": "equivocate"},
+    "every role": {"faults.kind": "negate", "faults.voter_kind": "negate+blame"},
+}
+VOTINGS = {"allgather": {"strategy": "allgather"}, "alltoall r=1": {"strategy": "alltoall"},
+           "alltoall r=3": {"strategy": "alltoall", "replicas": 3}}
 
 
 def experiments(kinds, max_faulty):
@@ -57,11 +80,52 @@ def measure(base, optimizer, kind, num_faulty, seed) -> dict:
           "named_faulty": named, "kappa": kappa, "wall_seconds": summary["wall_seconds"]}
 
 
-def aggregate(rows):
-  """Mean and spread over seeds of each (optimizer, kind, f)."""
+def role_overrides(attack: str, voting: str) -> dict | None:
+  """The config overrides of ``attack`` under ``voting``; None where it has nothing to attack.
+
+  Under ``allgather`` nobody votes for anyone else, so only the ballot part of an attack applies;
+  an equivocating sender there leaves each worker with its own vote, which one replicated model
+  cannot hold (the trainer refuses it; ``tests/test_replicas.py`` measures it).
+  """
+  attack_faults = dict(ATTACKS[attack])
+  if voting == "allgather":
+    if attack_faults.get("faults.kind") == "equivocate":
+      return None
+    attack_faults.pop("faults.voter_kind", None)
+    if attack != "none" and not attack_faults:
+      return None
+  out = {**VOTINGS[voting], **attack_faults}
+  if "faults.kind" in attack_faults:
+    out["faults.num_faulty"] = 1
+  if "faults.voter_kind" in attack_faults:
+    out["faults.num_faulty_voters"] = 1
+  return out
+
+
+def must_be_named(attack: str, voting: str) -> bool:
+  """Whether a fair statistic sees the attack: a negating ballot; a lying vote where r >= 3 voters
+  can be compared (a lone voter's lie is the vote, and blaming counts leave the vote honest)."""
+  lie = ATTACKS[attack].get("faults.voter_kind", "").split("+")[0]
+  replicated = VOTINGS[voting].get("replicas", 1) >= 3
+  return ATTACKS[attack].get("faults.kind") == "negate" or (replicated and lie in ("negate", "random", "zero"))
+
+
+def measure_roles(base, attack: str, voting: str, seed: int) -> dict:
+  summary, _ = training.run(base, {**role_overrides(attack, voting), "seed": seed})
+  faulty = base.num_workers - 1
+  named = set(summary["suspected_workers"] or []) | set(summary["suspected_voters"] or [])
+  named_ok = named <= {faulty} and (faulty in named or not must_be_named(attack, voting))
+  return {"section": "roles", "attack": attack, "voting": voting, "seed": seed,
+          "test_accuracy": summary["test_accuracy"], "suspected_workers": summary["suspected_workers"],
+          "suspected_voters": summary["suspected_voters"], "named_faulty": named_ok,
+          "wall_seconds": summary["wall_seconds"]}
+
+
+def aggregate(rows, key=lambda r: (r["optimizer"], r["kind"], r["num_faulty"])):
+  """Mean and spread over seeds of each (optimizer, kind, f), or of each ``key``."""
   groups = {}
   for r in rows:
-    groups.setdefault((r["optimizer"], r["kind"], r["num_faulty"]), []).append(r)
+    groups.setdefault(key(r), []).append(r)
   out = {}
   for key, runs in groups.items():
     accuracy = np.array([np.nan if r["test_accuracy"] is None else r["test_accuracy"] for r in runs])
@@ -83,10 +147,25 @@ def table(stats, pairs, num_workers):
   return "\n".join(lines)
 
 
+def roles_table(stats, attacks, num_workers):
+  lines = [f"| worker {num_workers - 1} of {num_workers} lies in | {' | '.join(VOTINGS)} |",
+           "|---|" + "---:|" * len(VOTINGS)]
+  for attack in attacks:
+    cells = []
+    for voting in VOTINGS:
+      s = stats.get((attack, voting))
+      if s is None:
+        cells.append("no such role" if voting == "allgather" and attack != "equivocate" else "each worker its own vote")
+        continue
+      partial = " (its ballot)" if voting == "allgather" and "faults.voter_kind" in ATTACKS[attack] else ""
+      cells.append(f"{100 * s['mean']:.1f} % ± {100 * s['std']:.1f}{partial}, named {s['named']}")
+    lines.append(f"| {attack} | {' | '.join(cells)} |")
+  return "\n".join(lines)
+
+
 def plot_for(kinds, max_faulty):
   def plot(rows):
-
-    stats = aggregate(rows)
+    stats = aggregate([r for r in rows if r.get("section") != "roles"])
     fig, axs = results.figure(1, len(kinds), (3.2 * len(kinds), 3.2), sharey=True)
     for ax, kind in zip(axs[0], kinds):
       for optimizer, label in (("signum", "Signum + majority vote"), ("sgd", "SGD + all-reduce")):
@@ -108,15 +187,19 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workers", type=int, default=7)
   parser.add_argument("--max-faulty", type=int, default=3, help="f runs from 0 to this")
-  parser.add_argument("--kinds", nargs="+", choices=faults.KINDS, default=list(faults.KINDS))
+  parser.add_argument("--kinds", nargs="+", choices=SENDER_KINDS, default=list(SENDER_KINDS))
+  parser.add_argument("--attacks", nargs="*", choices=list(ATTACKS), default=list(ATTACKS),
+                      help="the second table's attacks by role (none: skip it)")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--data-dir", default="", help="tfds data dir ('' is tfds' default)")
-  parser.add_argument("--quick", action="store_true", help="3 workers, one 'negate' worker, 1 seed, 10 steps")
+  parser.add_argument("--quick", action="store_true",
+                      help="3 workers, one 'negate' worker, and one lying in every role; 1 seed, 10 steps")
   parser.add_argument("--out", default=str(results.RESULTS))
   args = parser.parse_args(argv)
   if args.quick:
     args.workers, args.max_faulty, args.kinds, args.seeds, args.steps = 3, 1, ["negate"], 1, 10
+    args.attacks = ["none", "every role"]
   if not 0 <= 2 * args.max_faulty < args.workers:
     parser.error(f"--max-faulty={args.max_faulty} must stay below half of --workers={args.workers}: "
                  "no vote survives a faulty majority.")
@@ -134,10 +217,18 @@ def main(argv=None):
           rows.append(measure(base, optimizer, kind, f, seed))
       print(f"{kind} f={f}: " + ", ".join(f"{r['optimizer']} {r['test_accuracy']}" for r in rows[-2 * args.seeds:]),
             flush=True)
+    by_role = []
+    for attack in args.attacks:
+      for voting in VOTINGS:
+        if role_overrides(attack, voting) is not None:
+          by_role += [measure_roles(base, attack, voting, seed) for seed in range(args.seeds)]
+          print(f"{attack} / {voting}: {[r['test_accuracy'] for r in by_role[-args.seeds:]]}", flush=True)
   stats = aggregate(rows)
+  role_stats = aggregate(by_role, key=lambda r: (r["attack"], r["voting"]))
   meta = {"workers": args.workers, "steps": args.steps, "seeds": args.seeds,
           "optimizers": {k: {**v, "learning_rate": v.get("learning_rate", base.learning_rate)} for k, v in OPTIMIZERS.items()},
-          "summary": [{"optimizer": o, "kind": k, "num_faulty": f, **s} for (o, k, f), s in stats.items()]}
+          "summary": [{"optimizer": o, "kind": k, "num_faulty": f, **s} for (o, k, f), s in stats.items()],
+          "roles_summary": [{"attack": a, "voting": v, **s} for (a, v), s in role_stats.items()]}
   markdown = (f"Digits, {args.workers} workers x {base.per_worker_batch_size}, {args.steps} steps, "
               f"{args.seeds} seeds (mean ± std of the final test accuracy). Signum: lr {base.learning_rate}, "
               f"b1 {base.b1}; SGD: lr {OPTIMIZERS['sgd']['learning_rate']}, momentum 0.9; both with "
@@ -145,7 +236,14 @@ def main(argv=None):
               "last column counts the seeds where the vote named exactly them: suspected by kappa, or "
               "reported as abstaining (zero, nan).\n\n"
               + table(stats, pairs, args.workers))
-  return results.write("robustness", meta, rows, markdown, plot_for(args.kinds, args.max_faulty), args.out)
+  if by_role:
+    markdown += ("\n\n### Faulty in every role: allgather, alltoall, and alltoall with 3 voters a shard\n\n"
+                 f"Worker {args.workers - 1} lies in the role named (Signum, the same recipe, {args.seeds} seeds). "
+                 "'named' counts the seeds where the vote's statistics (kappa of the ballots, and with "
+                 "replicas the voters' kappa) named it wherever its lie is detectable (a negating ballot; "
+                 "a lying vote with 3 voters a shard) and never named an honest worker.\n\n"
+                 + roles_table(role_stats, args.attacks, args.workers))
+  return results.write("robustness", meta, rows + by_role, markdown, plot_for(args.kinds, args.max_faulty), args.out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ bytes as it receives in each). Methods:
   baseline. XLA:CPU widens a bfloat16 all-reduce to float32 when it compiles; the bfloat16 row
   therefore counts the collectives of the program as lowered (what NCCL sends), and says so.
 * ``allgather``, ``alltoall``: Signum with majority vote, one worker per host.
+* ``alltoall_r3``, ``alltoall_r5``: ``alltoall`` with each shard voted by 3 (5) workers, whose
+  median survives 1 (2) workers lying in every role (``replicas``); only where M >= r.
 * ``hierarchical``: hosts of ``--devices-per-host`` workers sum their momentum inside the host (a
   float all-reduce on the fast local link, counted apart) and vote across hosts with ``alltoall``.
 
@@ -40,7 +42,7 @@ from configs import digits, qrnn_wikitext103_signum, resnet50_imagenet_signum  #
 from train import models  # pylint: disable=wrong-import-position
 
 P = jax.sharding.PartitionSpec
-METHODS = ("allreduce_f32", "allreduce_bf16", "allgather", "alltoall", "hierarchical")
+METHODS = ("allreduce_f32", "allreduce_bf16", "allgather", "alltoall", "alltoall_r3", "alltoall_r5", "hierarchical")
 # name: (config, classes or vocabulary, one example's input)
 MODELS = {
     "resnet50": (resnet50_imagenet_signum, 1000, jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)),
@@ -64,7 +66,21 @@ def optimizer(method: str, axes):
   if method == "hierarchical":
     return sv.signum(1e-4, axis_name=axes[0], inner_axis_name=axes[1], strategy="hierarchical",
                      outer_strategy="alltoall")
+  if method.startswith("alltoall_r"):
+    return sv.signum(1e-4, axis_name=axes, strategy="alltoall", replicas=replicas(method))
   return sv.signum(1e-4, axis_name=axes, strategy=method)
+
+
+def replicas(method: str) -> int:
+  """The voters of a shard that ``method`` has (1 but for ``alltoall_r<r>``)."""
+  return int(method.removeprefix("alltoall_r")) if method.startswith("alltoall_r") else 1
+
+
+def applies(method: str, num_workers: int, devices_per_host: int) -> bool:
+  """Hierarchical needs hosts of ``devices_per_host`` workers; r voters a shard need M >= r."""
+  if method == "hierarchical":
+    return num_workers % devices_per_host == 0
+  return replicas(method) <= num_workers
 
 
 def step_hlo(params, method: str, num_workers: int, devices_per_host: int) -> tuple[str, str]:
@@ -186,8 +202,7 @@ def main(argv=None):
   for model in names:
     for m in workers:
       for method in METHODS:
-        # Hosts of --devices-per-host workers each: other M have no hierarchical row.
-        if method != "hierarchical" or m % args.devices_per_host == 0:
+        if applies(method, m, args.devices_per_host):
           rows.append(measure(model, method, m, args.devices_per_host))
       print(f"{model} M={m} done", flush=True)
   add_ratios(rows)

@@ -38,20 +38,20 @@ def _expected_bytes(sizes, method, m):
     return 2 * (m - 1) / m * 4 * d
   if method == "allgather":  # The words, one abstention flag a word, and the non-finite count.
     return (m - 1) * 4 * (words + math.ceil(words / 32) + 1)
-  return _alltoall_bytes(words, m)
+  return _alltoall_bytes(words, m, wire_bytes.replicas(method))
 
 
-def _alltoall_bytes(words, m):
-  """Bytes a worker sends per step to vote a buffer of ``words`` words with ``alltoall``.
+def _alltoall_bytes(words, m, r=1):
+  """Bytes a worker sends per step to vote a buffer of ``words`` words with ``alltoall``, r voters a shard.
 
-  The padded words with their abstention flags to their voters, then each voter's shard of votes
-  (sign words and one flag a word for odd M, base-3 words of 20 votes for even M), its 4 M
-  agreement counts and the sender's non-finite count back to everyone.
+  The padded words with their abstention flags to their r voters each, then each voter's r shards
+  of votes (sign words and one flag a word for odd M, base-3 words of 20 votes for even M), 4 M
+  agreement counts a shard and the sender's non-finite count back to everyone.
   """
   shard = math.ceil(words / m)
   flags = math.ceil(shard / 32)
-  back = shard + flags if m % 2 else math.ceil(32 * shard / 20)
-  return (m - 1) / m * 4 * m * (shard + flags) + (m - 1) / m * 4 * m * (back + 4 * m + 1)
+  back = r * shard + math.ceil(r * shard / 32) if m % 2 else math.ceil(32 * r * shard / 20)
+  return (m - 1) / m * 4 * m * r * (shard + flags) + (m - 1) / m * 4 * m * (back + r * 4 * m + 1)
 
 
 def test_wire_bytes_quick_match_the_layout(tmp_path):
@@ -60,9 +60,9 @@ def test_wire_bytes_quick_match_the_layout(tmp_path):
   assert (tmp_path / next(tmp_path.glob("wire_bytes-*.json")).name.replace(".json", ".png")).exists()
   sizes = [int(np.prod(p.shape)) for p in jax.tree.leaves(wire_bytes.param_shapes("digits_cnn"))]
   found = {(r["method"], r["workers"]): r for r in rows}
-  assert {m for _, m in found} == {2, 3, 4}
+  assert {m for _, m in found} == {2, 3, 4} and ("alltoall_r3", 2) not in found
   for m in (2, 3, 4):
-    for method in ("allreduce_f32", "allgather", "alltoall"):
+    for method in ("allreduce_f32", "allgather", "alltoall") + (("alltoall_r3",) if m >= 3 else ()):
       assert found[(method, m)]["network_bytes_per_worker"] == pytest.approx(_expected_bytes(sizes, method, m)), (method, m)
     # bfloat16 halves the all-reduce (counted from the program as lowered; XLA:CPU widens it).
     assert found[("allreduce_bf16", m)]["fraction_of_allreduce_f32"] == pytest.approx(0.5)
@@ -84,6 +84,15 @@ def test_wire_bytes_quick_match_the_layout(tmp_path):
 def test_robustness_quick(data_dir, tmp_path):
   rows = robustness.main(["--quick", "--data-dir", data_dir, "--out", str(tmp_path)])
   saved, _ = _written(tmp_path, "robustness")
+  rows, by_role = [r for r in rows if r.get("section") != "roles"], [r for r in rows if r.get("section") == "roles"]
+  # Worker 2 of 3 lying in every role: alltoall with 3 voters names it as a sender and as a voter;
+  # allgather has no voters (its ballot only); alltoall alone cannot compare its vote with anyone's.
+  assert [(r["attack"], r["voting"]) for r in by_role] == [
+      (a, v) for a in ("none", "every role") for v in ("allgather", "alltoall r=1", "alltoall r=3")]
+  replicated = by_role[-1]
+  assert replicated["suspected_voters"] == [2] and replicated["named_faulty"] is True
+  assert by_role[-2]["suspected_voters"] == [] and by_role[3]["suspected_voters"] == []
+  assert "| every role |" in (tmp_path / next(tmp_path.glob("robustness-*.md")).name).read_text()
   assert [(r["optimizer"], r["kind"], r["num_faulty"]) for r in rows] == [
       ("signum", "none", 0), ("sgd", "none", 0), ("signum", "negate", 1), ("sgd", "negate", 1)]
   assert all(0 <= r["test_accuracy"] <= 1 for r in rows)

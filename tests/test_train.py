@@ -9,8 +9,8 @@ import pytest
 
 from signvote_jax import hlo
 from tests import harness
-from configs import digits
-from train import checkpoints, input_pipeline, train
+from configs import default, digits
+from train import checkpoints, config_checks, input_pipeline, train
 from train.errors import ConfigError
 
 
@@ -202,6 +202,16 @@ def test_workdir_of_another_config_is_refused(digits_config, tmp_path):
   digits_config.learning_rate = 1e-2
   with pytest.raises(ConfigError, match=r"different config \(learning_rate: 0.003 there, 0.01 here\)"):
     train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+def test_checkpoint_of_an_older_trainer_is_refused_not_removed():
+  """A config without fields added since (its state has another structure) is another version's."""
+  config = default.get_config()
+  saved = config_checks.config_to_json(config)
+  del saved["replicas"], saved["faults"]["voter_kind"]
+  with pytest.raises(ConfigError, match=r"written by an older version of the trainer \(its config has no "
+                                         r"faults.voter_kind, replicas\); resume it with that version"):
+    config_checks.check_resume(saved, config)
 
 
 def test_longer_run_continues_from_the_checkpoint(digits_config, tmp_path):

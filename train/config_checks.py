@@ -114,6 +114,12 @@ def check_resume(saved: dict, config) -> None:
   """A workdir's checkpoint must come from the same config, up to ``RESUMABLE_FIELDS``."""
   here = flatten(ml_collections.ConfigDict(config_to_json(config)))
   there = flatten(ml_collections.ConfigDict(saved))
+  newer = sorted(set(here) - set(there))
+  if newer:  # Its state has another structure too: refuse it, rather than read it as damaged.
+    raise ConfigError(
+        f"the workdir's checkpoint was written by an older version of the trainer (its config has no "
+        f"{', '.join(newer)}); resume it with that version, or use a new --workdir."
+    )
   changed = sorted(k for k in set(here) | set(there) if k not in RESUMABLE_FIELDS and here.get(k) != there.get(k))
   if changed:
     diffs = ", ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in changed)
