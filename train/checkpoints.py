@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+import signvote_jax as sv
 from train import config_checks, distributed
 from train.errors import ConfigError
 
@@ -27,9 +28,17 @@ def fingerprint(host_state) -> str:
   return digest.hexdigest()
 
 
+# The vote's statistics: NaN where nothing was measured (no voters to compare, a worker that
+# abstained everywhere), so a NaN there is not damage.
+_STATISTICS = frozenset(sv.MajorityVoteState._fields) - {"count", "nonfinite"}
+
+
 def _nonfinite_leaf(host_state) -> str | None:
-  """The path of the first floating leaf of a numpy tree holding a NaN or an infinity, if any."""
+  """The path of the first floating leaf of a numpy tree holding a NaN or an infinity, if any
+  (the vote's statistics left out)."""
   for path, leaf in jax.tree_util.tree_leaves_with_path(host_state):
+    if getattr(path[-1], "name", None) in _STATISTICS:
+      continue
     if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating) and not np.all(np.isfinite(leaf)):
       return jax.tree_util.keystr(path)
   return None
