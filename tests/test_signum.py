@@ -29,13 +29,26 @@ def test_matches_numpy_reference(num_workers, strategy):
     assert ties > 0, "the data should produce tied votes for even M, which must apply 0"
 
 
-@pytest.mark.parametrize("outer_strategy", ["allgather", "alltoall"])
-@pytest.mark.parametrize("hosts, local", [(2, 4), (4, 2), (3, 2)])
-def test_hierarchical_matches_numpy_reference(hosts, local, outer_strategy):
+@pytest.mark.parametrize("num_workers", [3, 7, 8])
+def test_replicated_voters_match_numpy_reference_under_scan(num_workers):
+  """alltoall with 3 voters a shard, a whole run in one lax.scan inside shard_map (check_vma on):
+  honest voters agree, so the median is the vote of Algorithm 1."""
+  problem = harness.NoisyQuadratic(num_workers, STEPS, seed=num_workers)
+  opt = sv.signum(LR, B1, WD, axis_name="workers", strategy="alltoall", replicas=3)
+  params, state = harness.run_shard_map(opt, problem, STEPS, harness.mesh((num_workers,), ("workers",)), ("workers",))
+  expected, _ = reference.signum_majority(problem.x0, problem.numpy_grad, num_workers, STEPS, LR, B1, WD)
+  np.testing.assert_allclose(harness.flat(params), expected, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(optax.tree.get(state, "voter_kappa"))[0], np.ones(num_workers))
+
+
+@pytest.mark.parametrize("hosts, local, outer_strategy, replicas", [
+    (hosts, local, outer, 1) for hosts, local in [(2, 4), (4, 2), (3, 2)] for outer in ("allgather", "alltoall")
+] + [(4, 2, "alltoall", 3), (3, 2, "alltoall", 3)])
+def test_hierarchical_matches_numpy_reference(hosts, local, outer_strategy, replicas):
   problem = harness.NoisyQuadratic(hosts * local, STEPS, seed=10 * hosts + local)
   opt = sv.signum(
       LR, B1, WD, axis_name="hosts", strategy="hierarchical", inner_axis_name="local",
-      outer_strategy=outer_strategy,
+      outer_strategy=outer_strategy, replicas=replicas,
   )
   mesh = harness.mesh((hosts, local), ("hosts", "local"))
   params, _ = harness.run_shard_map(opt, problem, STEPS, mesh, ("hosts", "local"))
