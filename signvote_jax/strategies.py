@@ -98,27 +98,15 @@ def _alltoall(ballot, valid, axis_name, phase, impl, voters: Voters, equivocatio
   if equivocation is not None:
     words = equivocation.received(words, me, phase)
   valid_mine = valid.reshape(num_workers, shard)[(me - slot) % num_workers]
-  sign, nonzero = ops.vote_planes(words.reshape(num_workers, -1), valid_mine.reshape(-1),
-                                  voting=voting.reshape(num_workers, -1), tie_phase=phase, impl=impl)
-  sign, nonzero = sign.reshape(replicas, shard), nonzero.reshape(replicas, shard)
-  # counts[q]: the 4 fields of ops.AgreementCounts for the M ballots of my q-th shard.
-  counts = jnp.stack(jax.vmap(ops.agreement_counts, in_axes=(1, 0, 0, 1))(words, sign, nonzero, voting), axis=1)
+  sign, nonzero, counts = _vote_shards(words, voting, valid_mine, phase, impl)
   if voters.fault is not None:
     sign, nonzero = voters.fault.returned(sign, nonzero, me, phase)
     counts = voters.fault.reported(counts, me)
-  ties_possible = num_workers % 2 == 0
-  sign, nonzero = sign.reshape(-1), nonzero.reshape(-1)
-  # A voted word of odd M has no tie left, so "anyone voted" is "the vote is not 0 somewhere".
-  vote = (ops.pack_ternary(sign, nonzero) if ties_possible
-          else jnp.concatenate([sign, ops.pack_bits(nonzero != 0)]))
+  vote = _results_to_wire(sign.reshape(-1), nonzero.reshape(-1), num_workers)
   payload = jnp.concatenate([vote, counts.reshape(-1), ballot.nonfinite[None]])
   gathered = jax.lax.all_gather(payload, axis_name, to="invarying")
   votes, reported = gathered[:, : vote.shape[0]], gathered[:, vote.shape[0] : -1]
-  if ties_possible:
-    sign, nonzero = ops.unpack_ternary(votes, replicas * shard)
-  else:
-    sign = votes[:, : replicas * shard]
-    nonzero = jnp.where(_unpack_flags(votes[:, replicas * shard :], replicas * shard), jnp.uint32(0xFFFFFFFF), 0)
+  sign, nonzero = _results_from_wire(votes, num_workers, replicas * shard)
   # By shard: [j, q] is the q-th result for shard j, from worker voter_of[j, q].
   sign = sign.reshape(num_workers, replicas, shard)[voter_of, slot]
   nonzero = nonzero.reshape(num_workers, replicas, shard)[voter_of, slot] & valid.reshape(num_workers, 1, shard)
@@ -130,6 +118,35 @@ def _alltoall(ballot, valid, axis_name, phase, impl, voters: Voters, equivocatio
   combined_sign, combined_nonzero = _median(sign, nonzero, impl)
   voter_counts = _voter_counts(sign, nonzero, combined_sign, combined_nonzero, voted)
   return Tally(combined_sign.reshape(-1), combined_nonzero.reshape(-1), counts, gathered[:, -1], voter_counts)
+
+
+def _vote_shards(words, voting, valid, phase, impl):
+  """A voter's work: the votes of its r shards (``u32[M, r, S]`` ballots, ``bool`` voting flags,
+  ``u32[r, S]`` valid masks) as planes ``u32[r, S]``, and ``u32[r, 4, M]`` counts: the fields of
+  ``ops.AgreementCounts`` of the M ballots of each shard."""
+  num_workers, replicas, shard = words.shape
+  sign, nonzero = ops.vote_planes(words.reshape(num_workers, -1), valid.reshape(-1),
+                                  voting=voting.reshape(num_workers, -1), tie_phase=phase, impl=impl)
+  sign, nonzero = sign.reshape(replicas, shard), nonzero.reshape(replicas, shard)
+  counts = jax.vmap(ops.agreement_counts, in_axes=(1, 0, 0, 1))(words, sign, nonzero, voting)
+  return sign, nonzero, jnp.stack(counts, axis=1)
+
+
+def _results_to_wire(sign, nonzero, num_workers):
+  """Vote planes ``u32[V]`` as they travel back: for odd M the sign plane and one "anyone voted"
+  flag a word (a voted word of odd M has no tie left, so that is "the vote is not 0 there"); for
+  even M base-3 words of 20 votes."""
+  if num_workers % 2 == 0:
+    return ops.pack_ternary(sign, nonzero)
+  return jnp.concatenate([sign, ops.pack_bits(nonzero != 0)])
+
+
+def _results_from_wire(votes, num_workers, plane_words):
+  """Inverse of :func:`_results_to_wire` for each row of ``votes``: planes ``u32[rows, plane_words]``."""
+  if num_workers % 2 == 0:
+    return ops.unpack_ternary(votes, plane_words)
+  decided = _unpack_flags(votes[:, plane_words:], plane_words)
+  return votes[:, :plane_words], jnp.where(decided, jnp.uint32(0xFFFFFFFF), jnp.uint32(0))
 
 
 def _median(sign, nonzero, impl):

@@ -146,14 +146,14 @@ def _honest_range(values, faulty_voters, equivocators, replicas, lie):
   return np.nanmin(np.minimum(*bounds), axis=0), np.nanmax(np.maximum(*bounds), axis=0)
 
 
-@pytest.mark.parametrize("voter_kind", [None, "negate", "random"])
-@pytest.mark.parametrize("num_workers,replicas", CASES)
+# A lying lone voter (r = 1) decides its shard: test_faulty_in_every_role shows it, so voters lie
+# here only where r >= 3.
+@pytest.mark.parametrize("num_workers,replicas,voter_kind", [
+    (m, r, kind) for m, r in CASES for kind in (None, "negate", "random") if kind is None or r >= 3])
 def test_equivocation(num_workers, replicas, voter_kind):
   """Senders that give each voter a different ballot (and, if ``voter_kind``, lie as voters too):
   the vote equals the honest ballots' wherever those decide it, and lies within the honest voters'
   range elsewhere."""
-  if voter_kind is not None and replicas == 1:
-    pytest.skip("a lying lone voter decides its shard: test_faulty_in_every_role shows it")
   equivocators = list(range(max(1, (replicas - 1) // 2)))
   faulty_voters = equivocators if voter_kind else []
   values = _values(num_workers, seed=2 * num_workers + replicas)
