@@ -36,11 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Global, rounded up to a multiple of num_workers; the last eval batch is padded and masked.
   config.eval_batch_size = 256
 
-  # Optimizer: "signum" (Signum with majority vote), or "sgd" / "adam" over mean_allreduce.
+  # Optimizer: "signum" (Signum with majority vote), "lion" (Lion's signs voted, signvote_jax.lion),
+  # or "sgd" / "adam" over mean_allreduce.
   config.optimizer = "signum"
   config.learning_rate = 1e-4  # The paper's default for Signum.
   config.b1 = 0.9  # Signum and SGD momentum; Adam's first moment.
-  config.b2 = 0.999  # Adam only.
+  config.b2 = 0.999  # Adam's second moment; Lion's momentum decay (Lion's paper: 0.99).
   # signum: decoupled, x <- x - lr * (vote + weight_decay * x); adam: decoupled too (AdamW);
   # sgd: L2, weight_decay * x added to the gradient before the momentum (as torch.optim.SGD).
   config.weight_decay = 0.0

@@ -10,7 +10,7 @@ from signvote_jax.axes import per_worker
 from signvote_jax.faults import byzantine, suspected_workers
 from signvote_jax.sharded import (ShardedOptimizer, init_per_worker, partition_specs, shard_optimizer, stack_per_worker,
                                   unstack_per_worker)
-from signvote_jax.signum import signum
+from signvote_jax.signum import lion, signum
 from signvote_jax.strategies import STRATEGIES
 from signvote_jax.vote import MajorityVoteState, scale_by_majority_vote
 
@@ -23,6 +23,7 @@ __all__ = [
     "byzantine",
     "faults",
     "init_per_worker",
+    "lion",
     "mean_allreduce",
     "partition_specs",
     "per_worker",

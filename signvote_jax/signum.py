@@ -1,4 +1,5 @@
-"""Signum with majority vote: Algorithm 1 of Bernstein et al. (ICLR 2019) as an optax chain."""
+"""Sign methods with majority vote as optax chains: Signum (Algorithm 1 of Bernstein et al., ICLR
+2019) and its sibling Lion (Chen et al., 2023), whose per-worker signs are voted the same way."""
 
 import math
 
@@ -110,19 +111,78 @@ def signum(
   _check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
   _check("b1", b1, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  return _voted(momentum(b1), learning_rate, weight_decay, axis_name=axis_name, strategy=strategy,
+                inner_axis_name=inner_axis_name, outer_strategy=outer_strategy, num_workers=num_workers,
+                replicas=replicas, fault=fault, voter_fault=voter_fault, impl=impl)
+
+
+def lion_direction(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransformation:
+  r"""``optax.scale_by_lion(b1, b2)`` that a non-finite gradient never enters.
+
+  .. math::  d = \mathrm{sign}(\beta_1 m + (1 - \beta_1) g), \quad m \leftarrow \beta_2 m + (1 - \beta_2) g
+
+  Per coordinate where ``g`` is NaN or Inf, ``m`` keeps its value and the direction passed on is
+  NaN, so that the vote after it abstains there (as :func:`momentum` does for Signum).
+  """
+  lion = optax.scale_by_lion(b1, b2)
+
+  def update_fn(updates, state, params=None):
+    direction, new_state = lion.update(updates, state, params)
+    finite = jax.tree.map(jnp.isfinite, updates)
+    kept = jax.tree.map(jnp.where, finite, new_state.mu, state.mu)
+    sent = jax.tree.map(lambda f, d: jnp.where(f, d, jnp.asarray(jnp.nan, d.dtype)), finite, direction)
+    return sent, new_state._replace(mu=kept)
+
+  return optax.GradientTransformation(lion.init, update_fn)
+
+
+def lion(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    weight_decay: float = 0.0,
+    *,
+    axis_name=None,
+    strategy: str = "allgather",
+    inner_axis_name=None,
+    outer_strategy: str = "allgather",
+    num_workers: int | None = None,
+    replicas: int | None = None,
+    fault: optax.GradientTransformation | None = None,
+    voter_fault=None,
+    impl: str = "auto",
+) -> optax.GradientTransformation:
+  r"""Distributed Lion: each worker's Lion direction, majority-voted (Chen et al., 2023).
+
+  .. math::
+    d_m &= \mathrm{sign}(\beta_1 \mu_m + (1 - \beta_1) g_m), \quad
+    \mu_m \leftarrow \beta_2 \mu_m + (1 - \beta_2) g_m \\
+    x &\leftarrow x - \eta \, (\mathrm{sign}(\textstyle\sum_m d_m) + \lambda x)
+
+  Lion's update is already a sign, so it travels as one bit a coordinate like Signum's; the chain
+  is ``lion_direction(b1, b2) -> [fault] -> scale_by_majority_vote -> add_decayed_weights ->
+  scale_by_learning_rate``. Lion wants a smaller learning rate than Signum (about 3-10x, as against
+  AdamW) and a larger weight decay. The vote's arguments are those of :func:`signum`.
+
+  References:
+    Chen et al., `Symbolic Discovery of Optimization Algorithms <https://arxiv.org/abs/2302.06675>`_,
+    NeurIPS 2023.
+  """
+  _check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
+  _check("b1", b1, lambda v: 0 <= v <= 1, "in [0, 1]")
+  _check("b2", b2, lambda v: 0 <= v < 1, "in [0, 1)")
+  _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  return _voted(lion_direction(b1, b2), learning_rate, weight_decay, axis_name=axis_name, strategy=strategy,
+                inner_axis_name=inner_axis_name, outer_strategy=outer_strategy, num_workers=num_workers,
+                replicas=replicas, fault=fault, voter_fault=voter_fault, impl=impl)
+
+
+def _voted(direction, learning_rate, weight_decay, *, axis_name, inner_axis_name, fault, **vote):
+  """``direction`` per worker (state typed varying), ``[fault]``, the vote, decoupled weight decay, η."""
   return optax.chain(
-      axes.per_worker(momentum(b1), axes.axis_tuple(axis_name, inner_axis_name)),
+      axes.per_worker(direction, axes.axis_tuple(axis_name, inner_axis_name)),
       *([fault] if fault is not None else []),
-      scale_by_majority_vote(
-          axis_name,
-          strategy=strategy,
-          inner_axis_name=inner_axis_name,
-          outer_strategy=outer_strategy,
-          num_workers=num_workers,
-          replicas=replicas,
-          voter_fault=voter_fault,
-          impl=impl,
-      ),
+      scale_by_majority_vote(axis_name, inner_axis_name=inner_axis_name, **vote),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import signvote_jax as sv
+from signvote_jax.signum import lion_direction
 from tests import harness
 from tests import reference
 
@@ -68,9 +70,11 @@ def test_masked_votes_selected_leaves_and_averages_the_rest():
   np.testing.assert_allclose(params[~selected], x[~selected], rtol=1e-5, atol=1e-6)
 
 
-def test_distributed_lion():
+@pytest.mark.parametrize("build", ["sv.lion", "chain"])
+def test_distributed_lion(build):
+  """sv.lion, and the same chain built by hand from optax.scale_by_lion, against the numpy reference."""
   b1, b2 = 0.9, 0.99
-  opt = optax.chain(
+  opt = sv.lion(LR, b1, b2, WD, axis_name=AXIS) if build == "sv.lion" else optax.chain(
       sv.per_worker(optax.scale_by_lion(b1=b1, b2=b2), AXIS),
       sv.scale_by_majority_vote(AXIS),
       optax.add_decayed_weights(WD),
@@ -79,6 +83,21 @@ def test_distributed_lion():
   problem, params, _ = _run(opt)
   expected = reference.lion_majority(problem.x0, problem.numpy_grad, M, STEPS, LR, b1, b2, WD)
   np.testing.assert_allclose(params, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_lion_keeps_its_momentum_through_a_non_finite_gradient():
+  """Where the gradient is NaN or Inf the momentum is kept and the direction is NaN (an abstention)."""
+  lion = lion_direction(0.9, 0.99)
+  params = jnp.zeros(4)
+  state = lion.update(jnp.array([1.0, -2.0, 3.0, 4.0]), lion.init(params))[1]
+  direction, after = lion.update(jnp.array([np.nan, np.inf, -np.inf, -1.0]), state)
+  np.testing.assert_array_equal(np.isnan(direction), [True, True, True, False])
+  mu = 0.01 * np.array([1.0, -2.0, 3.0, 4.0])
+  np.testing.assert_allclose(after.mu, [mu[0], mu[1], mu[2], 0.99 * mu[3] + 0.01 * -1.0], rtol=1e-6)
+  assert float(direction[3]) == np.sign(0.9 * mu[3] + 0.1 * -1.0)
+  alone = sv.lion(0.1)  # One worker: abstains where the direction is NaN.
+  updates, _ = alone.update(jnp.array([np.nan, 1.0, 0.0, -1.0]), alone.init(params), params)
+  np.testing.assert_allclose(updates, [0.0, -0.1, 0.0, 0.1])
 
 
 def test_dtypes_preserved_and_no_retracing():

@@ -52,6 +52,7 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
         {"optimizer": "signum", "strategy": "hierarchical", "workers_per_host": 2},
         {"optimizer": "signum", "strategy": "hierarchical"},  # One host: this process's 4 workers.
         {"optimizer": "signum", "b1": 0.0},  # signSGD
+        {"optimizer": "lion", "b2": 0.99},  # Lion's signs voted.
         {"optimizer": "sgd", "learning_rate": 0.1, "b1": 0.9},
         {"optimizer": "adam", "learning_rate": 3e-3},
     ],
@@ -62,7 +63,7 @@ def test_each_optimizer_learns_digits(digits_config, tmp_path, overrides):
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
   assert summary["test_accuracy"] > 0.8
   last = [l for l in harness.lines(tmp_path) if l["split"] == "train"][-1]
-  if digits_config.optimizer == "signum":
+  if digits_config.optimizer in ("signum", "lion"):
     # Hierarchical votes are of hosts; by default a host is the process's 4 workers.
     voters = 4 // (digits_config.workers_per_host or 4) if digits_config.strategy == "hierarchical" else 4
     assert len(last["agreement"]) == len(last["kappa"]) == voters

@@ -8,7 +8,7 @@ from signvote_jax import ops
 import signvote_jax as sv
 from configs import default
 from train.errors import ConfigError
-from train.optimizers import OPTIMIZERS, is_hierarchical
+from train.optimizers import OPTIMIZERS, VOTING, is_hierarchical
 
 # Fields that may change when a run resumes from its workdir: how long and how often, not what.
 # The worker count too (elastic resume, see train/checkpoints.py): what a worker computes does not
@@ -82,9 +82,9 @@ def check_values(config) -> None:
   require(isinstance(config.replicas, int) and config.replicas >= 1 and config.replicas % 2 == 1,
           f"replicas={config.replicas!r} must be an odd number from 1 to the number of workers.")
   exchange = config.outer_strategy if is_hierarchical(config) else config.strategy
-  voting_for_others = config.optimizer == "signum" and exchange == "alltoall"
+  voting_for_others = config.optimizer in VOTING and exchange == "alltoall"
   require(config.replicas == 1 and not config.faults.voter_kind or voting_for_others,
-          "replicas and faults.voter_kind apply where workers vote for each other: optimizer='signum' with "
+          f"replicas and faults.voter_kind apply where workers vote for each other: optimizer in {VOTING} with "
           "strategy='alltoall' (or 'hierarchical' with outer_strategy='alltoall').")
   if is_hierarchical(config) and config.workers_per_host:
     require(

@@ -14,7 +14,8 @@ import optax
 import signvote_jax as sv
 from train.errors import ConfigError
 
-OPTIMIZERS = ("signum", "sgd", "adam")
+OPTIMIZERS = ("signum", "lion", "sgd", "adam")
+VOTING = ("signum", "lion")  # Their per-worker signs are majority-voted; the others average floats.
 
 
 class Schedules(NamedTuple):
@@ -65,7 +66,7 @@ def create_schedules(config, steps_per_epoch: int) -> Schedules:
 
 def is_hierarchical(config) -> bool:
   """Whether the vote is of hosts (``(hosts, devices)`` mesh) rather than of single workers."""
-  return config.optimizer == "signum" and config.strategy == "hierarchical"
+  return config.optimizer in VOTING and config.strategy == "hierarchical"
 
 
 def faulty_workers(config, num_ballots: int, voters: bool = False) -> tuple[int, ...]:
@@ -115,34 +116,27 @@ def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> o
   axis_names = mesh.axis_names
   # The mesh's first axis holds the ballots: single workers, or whole hosts if hierarchical.
   ballots = axis_names[0]
-  if config.optimizer == "signum":
+  if config.optimizer in VOTING:
     fault, voter_fault = _voting_faults(config, ballots, mesh.shape[ballots])
     if config.replicas > mesh.shape[ballots]:
       raise ConfigError(f"replicas={config.replicas} needs as many voters, but the vote has {mesh.shape[ballots]} "
                         f"ballots; use an odd number from 1 to {mesh.shape[ballots]}.")
   else:
     if config.faults.kind == "equivocate" or config.faults.voter_kind or config.replicas != 1:
-      raise ConfigError(f"replicas, faults.voter_kind and faults.kind='equivocate' need a vote (optimizer='signum'); "
+      raise ConfigError(f"replicas, faults.voter_kind and faults.kind='equivocate' need a vote (optimizer in {VOTING}); "
                         f"optimizer={config.optimizer!r} averages over an all-reduce.")
     workers = faulty_workers(config, mesh.shape[ballots])
     fault = sv.faults.byzantine(config.faults.kind, workers, ballots, seed=config.seed) if workers else None
   hierarchical = is_hierarchical(config)
 
   def build(learning_rate, b1):
-    if config.optimizer == "signum":
-      return sv.signum(
-          learning_rate,
-          b1,
-          config.weight_decay,
-          axis_name=axis_names[0] if hierarchical else axis_names,
-          strategy=config.strategy,
-          inner_axis_name=axis_names[1] if hierarchical else None,
-          outer_strategy=config.outer_strategy,
-          replicas=config.replicas,
-          fault=fault,
-          voter_fault=voter_fault,
-          impl=config.impl,
-      )
+    if config.optimizer in VOTING:
+      vote = dict(axis_name=axis_names[0] if hierarchical else axis_names, strategy=config.strategy,
+                  inner_axis_name=axis_names[1] if hierarchical else None, outer_strategy=config.outer_strategy,
+                  replicas=config.replicas, fault=fault, voter_fault=voter_fault, impl=config.impl)
+      if config.optimizer == "lion":
+        return sv.lion(learning_rate, b1, config.b2, config.weight_decay, **vote)
+      return sv.signum(learning_rate, b1, config.weight_decay, **vote)
     if config.optimizer == "sgd":
       update = optax.chain(
           optax.add_decayed_weights(config.weight_decay),
