@@ -17,7 +17,7 @@ from tests import harness
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"optimizer": "rmsprop"}, r"unknown optimizer 'rmsprop'; valid optimizers are \('signum', 'sgd', 'adam'\)"),
+        ({"optimizer": "rmsprop"}, r"unknown optimizer 'rmsprop'; valid optimizers are \('signum', 'lion', 'sgd', 'adam'\)"),
         ({"strategy": "ring"}, r"unknown strategy 'ring'"),
         ({"impl": "cuda"}, r"unknown impl 'cuda'"),
         pytest.param({"impl": "triton"}, r"impl='triton' needs a GPU build of jax and the jax-triton package",
@@ -53,7 +53,7 @@ from tests import harness
         ({"strategy": "alltoall", "faults.voter_kind": "negate", "faults.num_faulty_voters": 8},
          r"faults.num_faulty_voters=8 .* between 1 and 7"),
         ({"faults.kind": "equivocate", "faults.num_faulty": 1}, r"faults.kind='equivocate' against an allgather vote"),
-        ({"optimizer": "sgd", "faults.kind": "equivocate", "faults.num_faulty": 1}, r"need a vote \(optimizer='signum'\)"),
+        ({"optimizer": "sgd", "faults.kind": "equivocate", "faults.num_faulty": 1}, r"need a vote \(optimizer in \('signum', 'lion'\)\)"),
         ({"strategy": "hierarchical", "outer_strategy": "ring"}, r"unknown outer_strategy 'ring'"),
         ({"strategy": "hierarchical", "workers_per_host": 3}, r"workers_per_host=3 must divide num_workers=8"),
         ({"lr_decay_every_epochs": 0.01}, r"lr_decay_every_epochs=0.01 is less than one step"),
@@ -92,7 +92,7 @@ def test_workers_must_spread_evenly_over_processes():
         (["--config=configs/missing.py", "--config.num_steps=3"], "error: cannot load the config file 'configs/missing.py'; pass --config=configs/<name>.py from the repository root."),
         (["--config={tmp}/syntax.py"], "error: the config file '{tmp}/syntax.py' has a syntax error at line 1: invalid syntax."),
         (["--config={tmp}/no_get_config.py", "--config.num_steps=3"], "error: the config file '{tmp}/no_get_config.py' has no get_config(); a config defines get_config() returning an ml_collections.ConfigDict (see configs/default.py)."),
-        (["--config=configs/digits.py", "--config.optimizer=lamb"], "error: unknown optimizer 'lamb'; valid optimizers are ('signum', 'sgd', 'adam')."),
+        (["--config=configs/digits.py", "--config.optimizer=lamb"], "error: unknown optimizer 'lamb'; valid optimizers are ('signum', 'lion', 'sgd', 'adam')."),
         (["--config=configs/digits.py", "--config.b1=1.5"], "error: b1=1.5 must be in [0, 1)."),
         (["--config=configs/digits.py", "--config.weight_decay=-0.1"], "error: weight_decay=-0.1 must be >= 0."),
         (["--config=configs/digits.py", "--config.learning_rate=0.0"], "error: learning_rate=0.0 must be > 0."),
