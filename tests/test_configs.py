@@ -35,7 +35,23 @@ def _get(name):
 
 def test_every_config_file_is_tested():
   names = {f[:-3] for f in os.listdir(os.path.join(harness.ROOT, "configs")) if f.endswith(".py")}
-  assert names - {"__init__", "default"} == set(PAPER) | {"digits"}  # digits: tests/test_train.py
+  # digits: tests/test_train.py; digits_wide: below.
+  assert names - {"__init__", "default"} == set(PAPER) | {"digits", "digits_wide"}
+
+
+def test_digits_wide_is_digits_with_10_to_30_million_parameters():
+  """The communication-heavy workload: digits.py's recipe, only the model wider."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from train import models  # pylint: disable=import-outside-toplevel
+
+  here, there = config_checks.flatten(_get("digits_wide")), config_checks.flatten(_get("digits"))
+  assert {k for k in here if here[k] != there[k]} == {"model", "width"}
+  model = models.create_model(_get("digits_wide"), 10)
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+  assert count == 64 * 3200 + 3200 * 3200 + 3200 * 10 + 2 * 3200 + 10 and 10e6 <= count <= 30e6
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

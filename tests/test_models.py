@@ -32,6 +32,7 @@ def test_published_sizes(name, expected):
 # bfloat16 compute on two of them (XLA's CPU convolutions in bfloat16 are slow to compile).
 SMALL = [
     ("digits_cnn", 4, (8, 8, 1), "float32"),
+    ("digits_mlp", 8, (8, 8, 1), "float32"),
     ("resnet18_cifar", 4, (32, 32, 3), "bfloat16"),
     ("resnet18", 4, (32, 32, 3), "float32"),
     ("resnet50", 2, (32, 32, 3), "float32"),

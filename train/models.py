@@ -30,6 +30,24 @@ class DigitsCNN(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1)).astype(jnp.float32)
 
 
+class DigitsMLP(nn.Module):
+  """Two hidden layers of ``width`` units on the flattened image: about ``width**2`` parameters,
+  almost all in the square middle layer, and little compute per parameter (a communication-heavy
+  model: ``configs/digits_wide.py``)."""
+
+  num_classes: int
+  width: int = 256
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    del train
+    x = images.reshape(images.shape[0], -1)
+    for _ in range(2):
+      x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
 class ResidualBlock(nn.Module):
   """Two 3x3 convolutions with a shortcut (ResNet-18/34)."""
 
@@ -178,6 +196,7 @@ class QRNNLanguageModel(nn.Module):
 
 MODELS = {
     "digits_cnn": lambda c, n, dtype: DigitsCNN(n, c.width, dtype),
+    "digits_mlp": lambda c, n, dtype: DigitsMLP(n, c.width, dtype),
     "resnet18_cifar": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, cifar_stem=True, dtype=dtype),
     "resnet18": lambda c, n, dtype: ResNet((2, 2, 2, 2), ResidualBlock, n, c.width, dtype=dtype),
     "resnet50": lambda c, n, dtype: ResNet((3, 4, 6, 3), BottleneckBlock, n, c.width, dtype=dtype),
