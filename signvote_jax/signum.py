@@ -34,16 +34,24 @@ def momentum(b1) -> optax.GradientTransformation:
   passed on is NaN there, so that the vote after it abstains and counts the event (``nonfinite``
   in :class:`signvote_jax.MajorityVoteState`). Elsewhere it is bit-identical to ``optax.ema``.
   """
-  ema = optax.ema(b1, debias=False)
+  return _finite_gradients_only(optax.ema(b1, debias=False), "ema")
+
+
+def _finite_gradients_only(inner: optax.GradientTransformation, field: str) -> optax.GradientTransformation:
+  """``inner`` whose state ``field`` (its momentum) a non-finite gradient never enters.
+
+  Where a gradient coordinate is NaN or Inf, ``field`` keeps its old value there and the update
+  passed on is NaN (the vote abstains); elsewhere ``inner`` is unchanged.
+  """
 
   def update_fn(updates, state, params=None):
-    moved, new_state = ema.update(updates, state, params)
+    out, new_state = inner.update(updates, state, params)
     finite = jax.tree.map(jnp.isfinite, updates)
-    kept = jax.tree.map(jnp.where, finite, moved, state.ema)
-    sent = jax.tree.map(lambda f, v: jnp.where(f, v, jnp.asarray(jnp.nan, v.dtype)), finite, kept)
-    return sent, new_state._replace(ema=kept)
+    kept = jax.tree.map(jnp.where, finite, getattr(new_state, field), getattr(state, field))
+    sent = jax.tree.map(lambda f, u: jnp.where(f, u, jnp.asarray(jnp.nan, u.dtype)), finite, out)
+    return sent, new_state._replace(**{field: kept})
 
-  return optax.GradientTransformation(ema.init, update_fn)
+  return optax.GradientTransformation(inner.init, update_fn)
 
 
 def signum(
@@ -124,16 +132,7 @@ def lion_direction(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransform
   Per coordinate where ``g`` is NaN or Inf, ``m`` keeps its value and the direction passed on is
   NaN, so that the vote after it abstains there (as :func:`momentum` does for Signum).
   """
-  lion = optax.scale_by_lion(b1, b2)
-
-  def update_fn(updates, state, params=None):
-    direction, new_state = lion.update(updates, state, params)
-    finite = jax.tree.map(jnp.isfinite, updates)
-    kept = jax.tree.map(jnp.where, finite, new_state.mu, state.mu)
-    sent = jax.tree.map(lambda f, d: jnp.where(f, d, jnp.asarray(jnp.nan, d.dtype)), finite, direction)
-    return sent, new_state._replace(mu=kept)
-
-  return optax.GradientTransformation(lion.init, update_fn)
+  return _finite_gradients_only(optax.scale_by_lion(b1, b2), "mu")
 
 
 def lion(
