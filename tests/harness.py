@@ -128,7 +128,8 @@ def lines(workdir, *, timed=False):
   """The records of a run's metrics.jsonl; without their wall times unless ``timed``, as those differ run to run."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  return records if timed else [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+  timings = ("train_seconds", "compile_seconds")
+  return records if timed else [{k: v for k, v in r.items() if k not in timings} for r in records]
 
 
 def final_state(workdir, step):

@@ -36,6 +36,7 @@ def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path)
   assert len(summary["voter_kappa"]) == 8 and np.all(np.isnan(summary["voter_kappa"]))  # allgather: no voters.
   assert train_lines[-1]["nonfinite"] == [0] * 8 and train_lines[-1]["nonfinite_losses"] == 0
   assert len(written["kappa"]) == 8 and min(written["kappa"]) > 0  # Averaged over the run.
+  assert "compile_seconds" not in train_lines[1] and 0 < train_lines[0]["compile_seconds"] < train_lines[0]["train_seconds"]
   seconds = [l["train_seconds"] for l in train_lines]
   assert 0 < seconds[0] and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[-1] < written["wall_seconds"]
   assert len(train_lines[-1]["agreement"]) == 8 and min(train_lines[-1]["agreement"]) > 0.5

@@ -283,15 +283,22 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   pending = []  # Per-step metrics still on the device: fetched once per log period.
   # Wall time spent training (compiling included; evaluating and saving not), continued on resume.
   train_seconds, mark = report.last("train").get("train_seconds", 0.0), time.perf_counter()
+  compile_seconds = None  # Of this process's run; the first train record after it says it.
   for done in range(start_step + 1, exp.num_steps + 1):
-    state, metrics = train_step(state, global_batch(next(batches), mesh))
+    batch = global_batch(next(batches), mesh)
+    if compile_seconds is None:
+      started = time.perf_counter()
+      train_step = train_step.lower(state, batch).compile()
+      compile_seconds = time.perf_counter() - started
+      unreported = {"compile_seconds": compile_seconds}
+    state, metrics = train_step(state, batch)
     pending.append(metrics)
     last = done == exp.num_steps
     if done % config.log_every == 0 or last:
       summary = summarize_train(pending, done, exp.schedule, allow_nonfinite)  # Waits for the steps.
       train_seconds, mark = train_seconds + time.perf_counter() - mark, time.perf_counter()
-      report.write(done, "train", {**summary, "train_seconds": train_seconds})
-      pending = []
+      report.write(done, "train", {**summary, "train_seconds": train_seconds, **unreported})
+      pending, unreported = [], {}
     if done % config.eval_every == 0 or last:
       report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": train_seconds})
     if done % config.checkpoint_every == 0 or last:
