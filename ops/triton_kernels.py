@@ -7,7 +7,8 @@ machine without a GPU the kernels run under ``TRITON_INTERPRET=1`` on torch CPU 
 do that and compare them with the pure-JAX twins.
 
 Every kernel works on blocks of ``BLOCK_WORDS`` words, i.e. a ``[BLOCK_WORDS, 32]`` tile of
-coordinates, contiguous in memory.
+coordinates, contiguous in memory. Its parameters come in ``jax_triton.triton_call``'s order: the
+call's positional arguments (arrays and scalars), then the output buffers, then the constexprs.
 """
 
 import jax
@@ -38,7 +39,7 @@ def _store_signs(values, in_range, words_ptr, word, size):
 
 
 @triton.jit
-def pack_kernel(x_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
+def pack_kernel(x_ptr, size, words_ptr, BLOCK_WORDS: tl.constexpr):
   """words[w] = sum_j (x[32 w + j] >= 0) << j; NaN and padding give bit 0."""
   word = tl.program_id(0) * BLOCK_WORDS + tl.arange(0, BLOCK_WORDS)
   bit = tl.arange(0, 32)
@@ -49,7 +50,7 @@ def pack_kernel(x_ptr, words_ptr, size, BLOCK_WORDS: tl.constexpr):
 
 
 @triton.jit
-def vote_planes_kernel(words_ptr, voting_ptr, phase_ptr, sign_ptr, nonzero_ptr, num_words, num_workers,
+def vote_planes_kernel(words_ptr, voting_ptr, phase_ptr, num_words, num_workers, sign_ptr, nonzero_ptr,
                        ODD: tl.constexpr, BLOCK_WORDS: tl.constexpr):
   """Sign and non-zero planes of ``u32[M, num_words]`` ballots with abstention (``ops.vote_planes``).
 

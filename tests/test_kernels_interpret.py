@@ -39,8 +39,10 @@ def _values(size, dtype, seed):
   return jnp.asarray(x, dtype)
 
 
-def _launch(kernel, num_words, *args):
-  kernel[triton_kernels._grid(num_words)](*args, BLOCK_WORDS=triton_kernels.BLOCK_WORDS)  # pylint: disable=protected-access
+def _launch(kernel, num_words, args, outputs, **constexprs):
+  """As ``jax_triton.triton_call(*args, ...)`` launches ``kernel``: its arguments, then the output buffers."""
+  grid = triton_kernels._grid(num_words)  # pylint: disable=protected-access
+  kernel[grid](*args, *outputs, **constexprs, BLOCK_WORDS=triton_kernels.BLOCK_WORDS)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -48,7 +50,7 @@ def _launch(kernel, num_words, *args):
 def test_pack(size, dtype):
   x = _values(size, dtype, seed=size)
   words = torch.zeros(ops.num_words(size), dtype=torch.uint32)
-  _launch(triton_kernels.pack_kernel, words.numel(), _torch(x), words, size)
+  _launch(triton_kernels.pack_kernel, words.numel(), (_torch(x), size), (words,))
   np.testing.assert_array_equal(words.numpy(), np.asarray(ops.pack_signs(x, impl="jax")))
 
 
@@ -75,8 +77,9 @@ def test_vote_planes(num_workers, size):
   for phase in (0, 1):
     sign = torch.zeros(num_words, dtype=torch.uint32)
     nonzero = torch.zeros(num_words, dtype=torch.uint32)
-    _launch(triton_kernels.vote_planes_kernel, num_words, _torch(words), _torch(np.asarray(voting, np.uint32)),
-            torch.tensor([phase], dtype=torch.int32), sign, nonzero, num_words, num_workers, num_workers % 2 == 1)
+    args = (_torch(words), _torch(np.asarray(voting, np.uint32)), torch.tensor([phase], dtype=torch.int32), num_words,
+            num_workers)
+    _launch(triton_kernels.vote_planes_kernel, num_words, args, (sign, nonzero), ODD=num_workers % 2 == 1)
     want_sign, want_nonzero = ops.vote_planes(words, voting=voting, tie_phase=phase, impl="jax")
     np.testing.assert_array_equal(sign.numpy(), np.asarray(want_sign))
     np.testing.assert_array_equal(nonzero.numpy(), np.asarray(want_nonzero))
