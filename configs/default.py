@@ -79,7 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Parameter init, data order and random faults.
   config.log_every = 10  # Steps between train-metric lines in metrics.jsonl.
   config.eval_every = 100  # Steps between evaluations (and at the end).
-  config.checkpoint_every = 200  # Steps between Orbax checkpoints (and at the end).
+  # Steps between Orbax checkpoints (and at the end); 0: none (benchmarks: a save gathers the whole
+  # state on every process, which over a slow link costs as much as many steps).
+  config.checkpoint_every = 200
   config.checkpoints_to_keep = 2
   config.progress_bar = True
   return config

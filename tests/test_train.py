@@ -223,6 +223,15 @@ def test_longer_run_continues_from_the_checkpoint(digits_config, tmp_path):
   assert train.train_and_evaluate(digits_config, str(tmp_path))["resumed_from_step"] == 10
 
 
+def test_checkpoint_every_zero_saves_nothing_and_a_rerun_starts_over(digits_config, tmp_path):
+  digits_config.num_steps, digits_config.checkpoint_every = 10, 0
+  first = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert first["steps"] == 10 and not list((tmp_path / "checkpoints").glob("*"))
+  assert [r["step"] for r in harness.lines(tmp_path) if r["split"] == "test"] == [10]
+  again = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert again["resumed_from_step"] == 0 and again["test_accuracy"] == first["test_accuracy"]
+
+
 @pytest.mark.parametrize(
     "optimizer, expected",
     [("signum", {("all-gather", "u32")}), ("sgd", {("all-reduce", "f32")}), ("adam", {("all-reduce", "f32")})],

@@ -28,6 +28,7 @@ from tests import harness
         ({"num_workers": 16}, r"num_workers=16 needs 16 devices per process, but this process has 8"),
         ({"per_worker_batch_size": 0}, r"per_worker_batch_size=0 must be a positive integer"),
         ({"eval_batch_size": 0}, r"eval_batch_size=0 must be a positive integer"),
+        ({"checkpoint_every": -1}, r"checkpoint_every=-1 must be a positive integer, or 0 for no checkpoints"),
         ({"learning_rate": 0.0}, r"learning_rate=0.0 must be > 0"),
         ({"learning_rate": -0.1}, r"learning_rate=-0.1 must be > 0"),
         ({"b1": 1.5}, r"b1=1.5 must be in \[0, 1\)"),

@@ -62,8 +62,10 @@ def check_values(config) -> None:
           "impl='triton' needs a GPU build of jax and the jax-triton package (pip install -e '.[gpu]'); "
           "use impl='auto' or impl='jax' on this machine.")
   for field in ("num_workers", "per_worker_batch_size", "eval_batch_size", "log_every", "eval_every",
-                "checkpoint_every", "checkpoints_to_keep", "num_data_threads"):
+                "checkpoints_to_keep", "num_data_threads"):
     require(config[field] >= 1, f"{field}={config[field]} must be a positive integer.")
+  require(config.checkpoint_every >= 0,
+          f"checkpoint_every={config.checkpoint_every} must be a positive integer, or 0 for no checkpoints.")
   require(config.num_steps > 0 or config.num_epochs > 0, "set num_steps > 0 or num_epochs > 0: the run has no steps.")
   late = config.late_from_epochs > 0
   for field, ok, valid in (

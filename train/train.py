@@ -301,7 +301,7 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
       pending, unreported = [], {}
     if done % config.eval_every == 0 or last:
       report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": train_seconds})
-    if done % config.checkpoint_every == 0 or last:
+    if config.checkpoint_every and (done % config.checkpoint_every == 0 or last):
       checkpointer.save(done, state)
     if not pending:
       mark = time.perf_counter()
