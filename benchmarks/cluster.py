@@ -11,21 +11,26 @@ rights for namespaces (not root) it falls back to one unprivileged user and netw
 loopback is capped (all links then share one capped medium: pessimistic); without even that,
 to uncapped loopback. The result says which (``network``).
 
-Workloads, each timed as the median of ``--steps`` steps after compiling and a warm-up step:
+Hosts are built as real ones are: one process per host, holding the host's devices. Workloads,
+each timed as the median of ``--steps`` steps after compiling and a warm-up step:
 
 * ``optimizer_step``: the update of a 25.6M-parameter tree (20 leaves; ResNet-50's size) from
   fixed per-worker gradients: the exchange and the optimizer, no model;
 * ``train_step``: forward, backward and update of ResNet-18 (CIFAR stem, 11.2M parameters) on a
-  batch of ``--batch`` 32x32 images per worker.
+  batch of ``--batch`` 32x32 images per host (split over its devices).
 
 Methods: ``sgd_allreduce`` (SGD with momentum over ``mean_allreduce``, float32), and Signum with
-majority vote over ``allgather``, ``alltoall`` and ``hierarchical`` (hosts of 2 processes that sum
-their momentum over the host's uncapped loopback, then vote across hosts with ``alltoall``; run
-for M >= 4 only, so that there are at least 2 hosts). The communication share of a step is
-``1 - local / step``, where ``local`` is the same workload timed on each process alone, at the same
-time, with no exchange (the CPU is shared the same way); it counts packing and counting the vote as
-communication, as the paper's Figure 5 does with compression. Every process is stopped after
-``--timeout`` seconds. Writes ``benchmarks/results/cluster-<device>-<date>.{json,md,png}``.
+majority vote over ``allgather`` and ``alltoall`` (one device per host), and ``hierarchical``:
+hosts of 2 devices (``DEVICES_PER_HOST``, simulated CPU devices of the host's one process) that
+sum their momentum inside the process, then vote across hosts with ``alltoall``.
+
+For each step the result gives ``local``, the same workload timed on each process alone at the
+same time with no exchange (the CPU is shared the same way), and the communication time
+``step - local``, which counts packing and counting the vote as communication, as the paper's
+Figure 5 does with compression. Beside it stands the wire time: the bytes each host sends in the
+step's collectives (read from the compiled HLO, bandwidth-optimal algorithms) at the link rate.
+The gap between the two is the overhead of our packing and of gloo. Every process is stopped
+after ``--timeout`` seconds. Writes ``benchmarks/results/cluster-<device>-<date>.{json,md,png}``.
 """
 
 import argparse
@@ -34,6 +39,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +51,7 @@ from benchmarks import results, timing
 WORKLOADS = ("optimizer_step", "train_step")
 FLAT_METHODS = ("sgd_allreduce", "signum_allgather", "signum_alltoall")
 HIERARCHICAL = "signum_hierarchical"
-PROCESSES_PER_HOST = 2  # For the hierarchical layout.
+DEVICES_PER_HOST = 2  # For the hierarchical layout.
 SUBNET = "10.231.0"
 TREE_COORDINATES, TREE_LEAVES = 25_600_000, 20
 
@@ -170,6 +176,50 @@ def user_namespace_works() -> bool:
       capture_output=True).returncode == 0
 
 
+def choose_network(requested: str, module: str, argv) -> str | None:
+  """The network mode to run in: ``requested``, or with ``auto`` the best this process may build.
+
+  ``capped-loopback`` needs a private user namespace: this reruns ``python -m module argv`` inside
+  one and returns None once it has finished (the caller is then done).
+  """
+  mode = requested
+  if mode == "auto":
+    if namespaces_work():
+      mode = "netns"
+    elif in_private_user_namespace() or user_namespace_works():
+      mode = "capped-loopback"
+    else:
+      mode = "uncapped-loopback"
+  if mode == "capped-loopback" and not in_private_user_namespace():
+    # A new unprivileged user + network + UTS namespace, whose `lo` this process may shape without
+    # touching the machine's.
+    script = 'ip link set lo up && hostname localhost && exec "$@"'
+    env = {**os.environ, "SIGNVOTE_CLUSTER_USERNS": "1"}
+    command = [sys.executable, "-m", module, *(sys.argv[1:] if argv is None else argv), "--network", mode]
+    subprocess.run(["unshare", "-rnu", "sh", "-c", script, "sh", *command], env=env, check=True)
+    return None
+  print(f"{module.rsplit('.', 1)[-1]}: network {mode}", flush=True)
+  return mode
+
+
+NETWORK_MODES = ("auto", "netns", "capped-loopback", "uncapped-loopback")
+HOW = {"netns": "one network namespace per host, veth links capped by tc in both directions",
+       "capped-loopback": "one user namespace's loopback capped by tc, shared by all processes (not per link)",
+       "uncapped-loopback": "plain loopback, not capped (no rights to shape traffic): link rates NOT applied"}
+
+
+def exit_cleanly_on_signals() -> None:
+  """SIGTERM and SIGHUP end this process as Ctrl-C does, through every ``finally``: its host processes
+  are stopped and its network namespaces removed, rather than left behind."""
+
+  def stop(signum, frame):
+    del frame
+    raise SystemExit(128 + signum)
+
+  for signum in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, stop)
+
+
 @contextlib.contextmanager
 def network(mode: str, num_hosts: int):
   net = Namespaces(num_hosts) if mode == "netns" else Loopback(capped=mode == "capped-loopback")
@@ -183,22 +233,22 @@ def network(mode: str, num_hosts: int):
 # The parent: start the job's processes, switch the link rate when process 0 asks for it.
 
 
-def run_job(mode: str, num_workers: int, per_host: int, methods, workloads, rates, args) -> list[dict]:
-  """One JAX job of ``num_workers`` processes; returns process 0's rows."""
+def run_job(mode: str, hosts: int, per_host: int, methods, workloads, rates, args) -> list[dict]:
+  """One JAX job of ``hosts`` processes with ``per_host`` devices each; returns process 0's rows."""
   from train import launch  # pylint: disable=import-outside-toplevel
 
-  with tempfile.TemporaryDirectory() as control, network(mode, num_workers // per_host) as net:
+  with tempfile.TemporaryDirectory() as control, network(mode, hosts) as net:
     port = launch.free_port()
     result = pathlib.Path(control) / "rows.json"
     worker_args = ["--worker", "--control", control, "--per-host", str(per_host), "--methods", *methods,
                    "--workloads", *workloads, "--rates", *rates, "--steps", str(args.steps), "--batch", str(args.batch),
                    "--coordinates", str(args.coordinates)]
     processes = []
-    for process_id in range(num_workers):
-      env = {**os.environ, "JAX_COORDINATOR_ADDRESS": net.coordinator(port), "JAX_NUM_PROCESSES": str(num_workers),
-             "JAX_PROCESS_ID": str(process_id), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
-      command = [*net.prefix(process_id // per_host), sys.executable, "-m", "benchmarks.cluster", *worker_args]
-      processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL if process_id else None))
+    for host in range(hosts):
+      env = {**os.environ, "JAX_COORDINATOR_ADDRESS": net.coordinator(port), "JAX_NUM_PROCESSES": str(hosts),
+             "JAX_PROCESS_ID": str(host), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+      command = [*net.prefix(host), sys.executable, "-m", "benchmarks.cluster", *worker_args]
+      processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL if host else None))
     deadline, served = time.monotonic() + args.timeout, 0
     try:
       while not result.exists():
@@ -209,9 +259,9 @@ def run_job(mode: str, num_workers: int, per_host: int, methods, workloads, rate
           served += 1
         failed = [p.returncode for p in processes if p.poll() not in (None, 0)]
         if failed:
-          raise RuntimeError(f"cluster: a worker process of the M={num_workers} job failed (exit {failed[0]})")
+          raise RuntimeError(f"cluster: a host process of the M={hosts} job failed (exit {failed[0]})")
         if time.monotonic() > deadline:
-          raise TimeoutError(f"cluster: the M={num_workers} job ran past --timeout={args.timeout} s")
+          raise TimeoutError(f"cluster: the M={hosts} job ran past --timeout={args.timeout} s")
         time.sleep(0.05)
       for p in processes:
         p.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -224,17 +274,19 @@ def run_job(mode: str, num_workers: int, per_host: int, methods, workloads, rate
 
 
 # ----------------------------------------------------------------------------------------------
-# The workers: one process each.
+# The hosts: one process each, with its devices.
 
 
 def worker(args) -> None:
   from train import distributed  # pylint: disable=import-outside-toplevel
 
-  distributed.initialize(num_workers=int(os.environ["JAX_NUM_PROCESSES"]))
+  hosts = int(os.environ["JAX_NUM_PROCESSES"])
+  distributed.initialize(num_workers=hosts * args.per_host)  # This host's process gets per_host devices.
   import jax  # pylint: disable=import-outside-toplevel
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
   from benchmarks import cluster_steps  # pylint: disable=import-outside-toplevel
+  from signvote_jax import hlo  # pylint: disable=import-outside-toplevel
 
   control = pathlib.Path(args.control)
   requests = [0]
@@ -248,12 +300,18 @@ def worker(args) -> None:
     # Process 0 first, the others then from the cache; no process may enter the step's collectives
     # while another still compiles (gloo gives up on a peer after a timeout).
     if jax.process_index() == 0:
-      step.compile()
+      compiled = step.compile()
     multihost_utils.sync_global_devices(f"compiled {name} on process 0")
     if jax.process_index() != 0:
-      step.compile()
+      compiled = step.compile()
     multihost_utils.sync_global_devices(f"compiled {name}")
-    return step
+    return step, compiled
+
+  def network_bytes_per_host(compiled) -> float:
+    workers = hosts * args.per_host
+    per_worker = sum(c.bytes_per_device(workers) for c in hlo.collectives(compiled.as_text())
+                     if not c.within(hosts, workers))  # A hierarchical host's own sum stays inside it.
+    return per_worker * args.per_host
 
   def at_rate(rate: str) -> None:
     """Every process waits here until the parent has set the links to ``rate``."""
@@ -272,14 +330,17 @@ def worker(args) -> None:
     local_step = cluster_steps.local_step(workload, args.batch, args.coordinates, TREE_LEAVES)
     local = timing.median_seconds(local_step, args.steps, warmup=1)
     for method in args.methods:
-      step = compiled_everywhere(cluster_steps.distributed_step(
+      step, compiled = compiled_everywhere(cluster_steps.distributed_step(
           workload, method, args.per_host, args.batch, args.coordinates, TREE_LEAVES), f"{workload} {method}")
+      sent = network_bytes_per_host(compiled)
       for rate in args.rates:
         at_rate(rate)
         seconds = timing.median_seconds(step, args.steps, warmup=1)
         rows.append({"workload": workload, "method": method, "rate": rate, "seconds": seconds,
-                     "local_seconds": local, "communication_share": max(0.0, 1 - local / seconds)})
-      del step
+                     "local_seconds": local, "communication_seconds": max(0.0, seconds - local),
+                     "communication_share": max(0.0, 1 - local / seconds), "network_bytes_per_host": sent,
+                     "wire_seconds": 8 * sent / rate_bits(rate)})
+      del step, compiled
   if jax.process_index() == 0:
     (control / "rows.tmp").write_text(json.dumps(rows))
     (control / "rows.tmp").rename(control / "rows.json")
@@ -292,17 +353,19 @@ def worker(args) -> None:
 
 def table(rows, workload):
   mine = [r for r in rows if r["workload"] == workload]
-  lines = ["| M | link | method | step ms | communication share | speed-up over all-reduce |",
-           "|---:|---|---|---:|---:|---:|"]
-  for r in sorted(mine, key=lambda r: (r["workers"], _rate_bits(r["rate"]), r["method"])):
-    base = next(b["seconds"] for b in mine if b["workers"] == r["workers"] and b["rate"] == r["rate"]
+  lines = ["| M hosts | link | method | step ms | local ms | communication ms | wire ms at link rate | "
+           "MB sent per host | speed-up over all-reduce |",
+           "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+  for r in sorted(mine, key=lambda r: (r["hosts"], rate_bits(r["rate"]), r["method"])):
+    base = next(b["seconds"] for b in mine if b["hosts"] == r["hosts"] and b["rate"] == r["rate"]
                 and b["method"] == "sgd_allreduce")
-    lines.append(f"| {r['workers']} | {r['rate']} | {r['method']} | {1e3 * r['seconds']:.0f} | "
-                 f"{r['communication_share']:.0%} | {base / r['seconds']:.1f}x |")
+    lines.append(f"| {r['hosts']} | {r['rate']} | {r['method']} | {1e3 * r['seconds']:.0f} | "
+                 f"{1e3 * r['local_seconds']:.0f} | {1e3 * r['communication_seconds']:.0f} | "
+                 f"{1e3 * r['wire_seconds']:.1f} | {r['network_bytes_per_host'] / 1e6:.2f} | {base / r['seconds']:.1f}x |")
   return "\n".join(lines)
 
 
-def _rate_bits(rate: str) -> float:
+def rate_bits(rate: str) -> float:
   units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
   for unit, scale in units.items():
     if rate.lower().endswith(unit):
@@ -312,17 +375,19 @@ def _rate_bits(rate: str) -> float:
 
 def plot(rows):
 
-  rates = sorted({r["rate"] for r in rows}, key=_rate_bits)
+  rates = sorted({r["rate"] for r in rows}, key=rate_bits)
   workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
   fig, axs = results.figure(len(workloads), len(rates), (5.5 * len(rates), 3.6 * len(workloads)))
   for ax_row, workload in zip(axs, workloads):
     for ax, rate in zip(ax_row, rates):
       mine = [r for r in rows if r["workload"] == workload and r["rate"] == rate]
-      labels = [f"M={r['workers']}\n{r['method'].replace('signum_', '').replace('sgd_', 'sgd ')}" for r in mine]
-      local = [1e3 * r["seconds"] * (1 - r["communication_share"]) for r in mine]
-      comm = [1e3 * r["seconds"] * r["communication_share"] for r in mine]
+      labels = [f"M={r['hosts']}\n{r['method'].replace('signum_', '').replace('sgd_', 'sgd ')}" for r in mine]
+      local = [1e3 * min(r["local_seconds"], r["seconds"]) for r in mine]
+      comm = [1e3 * r["communication_seconds"] for r in mine]
       ax.bar(range(len(mine)), local, label="compute")
       ax.bar(range(len(mine)), comm, bottom=local, label="communication")
+      ax.scatter(range(len(mine)), [a + 1e3 * r["wire_seconds"] for a, r in zip(local, mine)], marker="_",
+                 color="k", s=200, zorder=3, label="compute + wire time")
       ax.set_xticks(range(len(mine)), labels, fontsize=6)
       ax.set(title=f"{workload}, {rate} links", ylabel="ms per step")
       ax.legend(fontsize=8)
@@ -331,21 +396,21 @@ def plot(rows):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8], help="processes M, one worker each")
+  parser.add_argument("--hosts", type=int, nargs="+", default=[2, 4, 8], help="hosts M, one process each")
   parser.add_argument("--rates", nargs="+", default=["1gbit", "10gbit"], help="link rates, in tc's units")
   parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
   parser.add_argument("--methods", nargs="+", choices=FLAT_METHODS + (HIERARCHICAL,), default=None)
   parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement (median)")
-  parser.add_argument("--batch", type=int, default=4, help="images per worker in train_step")
+  parser.add_argument("--batch", type=int, default=4, help="images per host in train_step (a multiple of 2)")
   parser.add_argument("--coordinates", type=int, default=TREE_COORDINATES, help="size of optimizer_step's tree")
-  parser.add_argument("--network", choices=("auto", "netns", "capped-loopback", "uncapped-loopback"), default="auto")
+  parser.add_argument("--network", choices=NETWORK_MODES, default="auto")
   parser.add_argument("--timeout", type=float, default=600, help="seconds before a job's processes are stopped")
   parser.add_argument("--quick", action="store_true", help="M = 2, 1gbit, optimizer_step on a small tree")
   parser.add_argument("--out", default=None)
   # Internal: a worker process of one job.
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--control", help=argparse.SUPPRESS)
-  parser.add_argument("--per-host", type=int, default=1, help=argparse.SUPPRESS)
+  parser.add_argument("--per-host", type=int, default=1, help=argparse.SUPPRESS)  # Devices per host.
   args = parser.parse_args(argv)
   if args.worker:
     try:
@@ -356,48 +421,34 @@ def main(argv=None):
       os._exit(1)  # pylint: disable=protected-access
   for rate in args.rates:
     try:
-      _rate_bits(rate)
+      rate_bits(rate)
     except ValueError as e:
       parser.error(str(e))
+  if args.batch % DEVICES_PER_HOST:
+    parser.error(f"--batch={args.batch} must be a multiple of {DEVICES_PER_HOST}: a hierarchical host splits it over its devices")
   if args.quick:
-    args.workers, args.rates, args.steps = [2], args.rates[:1], 2
+    args.hosts, args.rates, args.steps = [2], args.rates[:1], 2
     args.workloads, args.coordinates = ["optimizer_step"], 1_000_000
 
-  mode = args.network
-  if mode == "auto":
-    if namespaces_work():
-      mode = "netns"
-    elif in_private_user_namespace() or user_namespace_works():
-      mode = "capped-loopback"
-    else:
-      mode = "uncapped-loopback"
-  if mode == "capped-loopback" and not in_private_user_namespace():
-    # Rerun inside a new unprivileged user + network + UTS namespace, whose `lo` this process may
-    # shape without touching the machine's.
-    script = 'ip link set lo up && hostname localhost && exec "$@"'
-    env = {**os.environ, "SIGNVOTE_CLUSTER_USERNS": "1"}
-    command = [sys.executable, "-m", "benchmarks.cluster", *(sys.argv[1:] if argv is None else argv), "--network", mode]
-    subprocess.run(["unshare", "-rnu", "sh", "-c", script, "sh", *command], env=env, check=True)
+  mode = choose_network(args.network, "benchmarks.cluster", argv)
+  if mode is None:
     return None
-  print(f"cluster: network {mode}", flush=True)
+  exit_cleanly_on_signals()
 
   rows = []
-  for m in args.workers:
+  for m in args.hosts:
     layouts = [(1, [x for x in (args.methods or FLAT_METHODS) if x != HIERARCHICAL])]
-    if m >= 2 * PROCESSES_PER_HOST and (args.methods is None or HIERARCHICAL in args.methods):
-      layouts.append((PROCESSES_PER_HOST, [HIERARCHICAL]))
+    if args.methods is None or HIERARCHICAL in args.methods:
+      layouts.append((DEVICES_PER_HOST, [HIERARCHICAL]))
     for per_host, methods in layouts:
       if methods:
         for r in run_job(mode, m, per_host, methods, args.workloads, args.rates, args):
-          rows.append({**r, "workers": m, "hosts": m // per_host})
+          rows.append({**r, "hosts": m, "devices_per_host": per_host, "workers": m * per_host})
         print(f"M={m} {', '.join(methods)} done", flush=True)
 
-  meta = {"network": mode, "rates": args.rates, "steps": args.steps, "batch": args.batch,
+  meta = {"network": mode, "rates": args.rates, "steps": args.steps, "batch_per_host": args.batch,
           "tree": f"{args.coordinates} coordinates in {TREE_LEAVES} leaves"}
-  how = {"netns": "one network namespace per host, veth links capped by tc in both directions",
-         "capped-loopback": "one user namespace's loopback capped by tc, shared by all processes (not per link)",
-         "uncapped-loopback": "plain loopback, not capped (no rights to shape traffic): link rates NOT applied"}[mode]
-  markdown = f"Network: **{mode}** ({how}).\n\n" + "\n\n".join(
+  markdown = f"Network: **{mode}** ({HOW[mode]}).\n\n" + "\n\n".join(
       f"### {w}\n\n{table(rows, w)}" for w in WORKLOADS if any(r["workload"] == w for r in rows))
   return results.write("cluster", meta, rows, markdown, plot, args.out or results.RESULTS)
 

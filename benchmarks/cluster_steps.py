@@ -1,9 +1,10 @@
 """What :mod:`benchmarks.cluster` times in each worker process: one step of a workload, ready to call.
 
 Each builder returns a :class:`benchmarks.timing.Stepping`: ``step()`` runs one step on this
-process's inputs (the first call compiles); ``step.compile()`` only compiles. Parameters are
-replicated; gradients, batches and optimizer state that differ per worker are this process's own
-shard of arrays stacked over the workers.
+process's inputs (the first call compiles); ``step.compile()`` only compiles. A process is a host
+and holds its devices (one, or ``per_host`` for the hierarchical vote). Parameters are replicated;
+gradients, batches and optimizer state that differ per worker are this process's own shards of
+arrays stacked over the workers.
 """
 
 import functools
@@ -74,7 +75,7 @@ def _loss(model, params, model_state, images, labels):
 
 
 def distributed_step(workload: str, method: str, per_host: int, batch: int, coordinates: int, leaves: int):
-  """One step over all processes: ``workload`` with ``method``'s exchange."""
+  """One step over all processes: ``workload`` with ``method``'s exchange; ``batch`` images per host."""
   mesh = _mesh(per_host)
   names = mesh.axis_names
   workers = mesh.devices.size
@@ -93,8 +94,9 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
     model, host_params, host_state = _model()
     params = jax.tree.map(replicate, host_params)
     model_state = jax.tree.map(replicate, host_state)
-    images = _global(mesh, P(names), (workers * batch, *IMAGE_SHAPE), _per_worker_random(0))
-    labels = _global(mesh, P(names), (workers * batch,), lambda shape: np.arange(np.prod(shape), dtype=np.int32) % 10)
+    hosts = workers // per_host
+    images = _global(mesh, P(names), (hosts * batch, *IMAGE_SHAPE), _per_worker_random(0))
+    labels = _global(mesh, P(names), (hosts * batch,), lambda shape: np.arange(np.prod(shape), dtype=np.int32) % 10)
     data, data_specs = (model_state, images, labels), (P(), P(names), P(names))
 
     def gradients(params, model_state, images, labels):
@@ -115,7 +117,8 @@ def distributed_step(workload: str, method: str, per_host: int, batch: int, coor
 
 
 def local_step(workload: str, batch: int, coordinates: int, leaves: int):
-  """The same workload on this process's first device alone, with SGD and no exchange: the compute."""
+  """The same workload (a host's ``batch``) on this process's first device alone, with SGD and no
+  exchange: the compute."""
   opt = optax.sgd(0.1, momentum=0.9)
   if workload == "optimizer_step":
     params = {k: jnp.zeros(s, jnp.float32) for k, s in tree_shapes(coordinates, leaves).items()}

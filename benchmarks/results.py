@@ -33,16 +33,23 @@ def figure(nrows: int, ncols: int, figsize, **kwargs):
   return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
-def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESULTS) -> list:
-  """Writes ``<out>/<name>-<device>-<date>.{json,md}``, and ``.png`` of the figure ``plot(rows)``."""
-  info = machine()
-  device = re.sub(r"[^A-Za-z0-9]+", "-", info["device"]).strip("-").lower()
+def device_name() -> str:
+  """The device as result files name it: ``cpu``, ``nvidia-h200``."""
+  return re.sub(r"[^A-Za-z0-9]+", "-", jax.devices()[0].device_kind).strip("-").lower()
+
+
+def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESULTS, command=None) -> list:
+  """Writes ``<out>/<name>-<device>-<date>.{json,md}``, and ``.png`` of the figure ``plot(rows)``.
+
+  ``command`` is what wrote them (default ``python -m benchmarks.<name>``).
+  """
+  info, device = machine(), device_name()
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   stem = out / f"{name}-{device}-{info['date']}"
   stem.with_suffix(".json").write_text(json.dumps({**info, **meta, "rows": rows}, indent=1))
   where = f"{info['device']} ({info['cpu']}, {info['cpu_cores']} cores), jax {info['jax']}, {info['date']}"
-  text = f"# {name}\n\nMeasured on {where}. Written by `python -m benchmarks.{name}`.\n\n{markdown}\n"
+  text = f"# {name}\n\nMeasured on {where}. Written by `{command or f'python -m benchmarks.{name}'}`.\n\n{markdown}\n"
   if plot is not None:
     fig = plot(rows)
     fig.tight_layout()

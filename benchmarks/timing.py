@@ -25,8 +25,9 @@ class Stepping:
   def __init__(self, step_fn, params, state, data=()):
     self._step, self._carry, self._data = step_fn, [params, state], tuple(data)
 
-  def compile(self) -> None:
-    self._step.lower(*self._carry, *self._data).compile()
+  def compile(self):
+    """The compiled step (its ``as_text()`` is the HLO that runs)."""
+    return self._step.lower(*self._carry, *self._data).compile()
 
   def __call__(self):
     self._carry[:] = self._step(*self._carry, *self._data)

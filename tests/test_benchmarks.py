@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import cluster, convergence, kernels, robustness, wire_bytes
+from benchmarks import cluster, convergence, kernels, robustness, time_to_accuracy, wire_bytes
 
 
 def _written(tmp_path, name):
@@ -120,15 +120,70 @@ def test_convergence_quick(data_dir, tmp_path):
 
 
 def test_cluster_quick(tmp_path):
-  """Two processes over gloo behind capped links (or the best this machine allows): each method timed."""
+  """Two host processes over gloo behind capped links (or the best this machine allows): each method timed,
+  the hierarchical one with 2 devices in each host's process."""
   cluster.main(["--quick", "--timeout", "300", "--out", str(tmp_path)])
   saved, _ = _written(tmp_path, "cluster")
   assert saved["network"] in ("netns", "capped-loopback", "uncapped-loopback")
-  assert sorted(r["method"] for r in saved["rows"]) == sorted(cluster.FLAT_METHODS)
-  for r in saved["rows"]:
-    assert r["workers"] == 2 and r["rate"] == "1gbit" and r["seconds"] > 0 and 0 <= r["communication_share"] <= 1
+  rows = {r["method"]: r for r in saved["rows"]}
+  assert sorted(rows) == sorted((*cluster.FLAT_METHODS, cluster.HIERARCHICAL)) and len(saved["rows"]) == len(rows)
+  for r in rows.values():
+    assert r["hosts"] == 2 and r["rate"] == "1gbit" and r["seconds"] > 0 and 0 <= r["communication_share"] <= 1
+    assert r["communication_seconds"] == pytest.approx(max(0.0, r["seconds"] - r["local_seconds"]))
+    assert r["wire_seconds"] == pytest.approx(8 * r["network_bytes_per_host"] / 1e9)
+  assert rows["signum_hierarchical"]["workers"] == 4 and rows["signum_alltoall"]["workers"] == 2
+  # 1M float32 coordinates: a 2-host all-reduce sends half of 4 MB twice; the votes send bits.
+  assert rows["sgd_allreduce"]["network_bytes_per_host"] == 4_000_000
+  for method in ("signum_allgather", "signum_alltoall", "signum_hierarchical"):
+    assert 0 < rows[method]["network_bytes_per_host"] <= 4_000_000 / 20
 
 
 def test_cluster_rejects_a_bad_rate():
   with pytest.raises(SystemExit):
     cluster.main(["--rates", "fast"])
+
+
+def test_time_to_accuracy_quick(data_dir, tmp_path):
+  """Two host processes of ``python -m train`` behind capped links, Signum's vote against SGD's all-reduce."""
+  time_to_accuracy.main(["--quick", "--data-dir", data_dir, "--timeout", "300", "--out", str(tmp_path)])
+  saved, result = _written(tmp_path, "time_to_accuracy")
+  assert result.with_suffix(".png").exists() and saved["network"] in ("netns", "capped-loopback", "uncapped-loopback")
+  assert [(r["method"], r["link"], r["hosts"], r["seed"]) for r in saved["rows"]] == [
+      ("signum_alltoall", "1gbit", 2, 0), ("sgd_allreduce", "1gbit", 2, 0)]
+  for r in saved["rows"]:
+    curve = r["curve"]
+    assert r["steps"] == 20 and curve["step"] == [5, 10, 15, 20] and r["final_accuracy"] == curve["accuracy"][-1]
+    assert 0 < r["compile_seconds"] < curve["train_seconds"][0] and np.all(np.diff(curve["train_seconds"]) > 0)
+    for name in ("95", "97"):  # Null, or the first evaluation at the target.
+      first = next((i for i, a in enumerate(curve["accuracy"]) if a >= int(name) / 100), None)
+      assert r[f"steps_to_{name}"] == (None if first is None else curve["step"][first])
+      assert r[f"seconds_to_{name}"] == (None if first is None else curve["train_seconds"][first])
+
+
+def _records(steps, seconds, accuracies, compile_seconds=1.0):
+  out = []
+  for i, (step, s, a) in enumerate(zip(steps, seconds, accuracies)):
+    out.append({"step": step, "split": "train", "train_seconds": s, **({"compile_seconds": compile_seconds} if i == 0 else {})})
+    out.append({"step": step, "split": "test", "train_seconds": s, "accuracy": a})
+  return out
+
+
+def test_time_to_accuracy_summary_projection_and_speedup():
+  """Hand-computed: first crossings, the steady step time, a projection from another link, speed-ups."""
+  targets = (0.95, 0.97)
+  fast = time_to_accuracy.summarize(_records([5, 10, 15, 20], [3.0, 4.0, 5.0, 6.0], [0.9, 0.96, 0.97, 0.98]), targets)
+  assert (fast["seconds_to_95"], fast["steps_to_95"], fast["seconds_to_97"], fast["steps_to_97"]) == (4.0, 10, 5.0, 15)
+  assert fast["step_seconds"] == pytest.approx(0.2) and fast["compile_seconds"] == 1.0 and fast["final_accuracy"] == 0.98
+  # The same method and seed on a slow link: stopped at step 10, 2 s a step.
+  slow = time_to_accuracy.summarize(_records([5, 10], [12.0, 22.0], [0.9, 0.96]), targets)
+  assert slow["seconds_to_97"] is None and slow["steps_to_95"] == 10
+  rows = [{"method": "sgd_allreduce", "hosts": 4, "seed": 0, "link": link, **r} for link, r in (("10gbit", fast), ("100mbit", slow))]
+  vote = {"method": "signum_alltoall", "hosts": 4, "seed": 0, "link": "100mbit",
+          **time_to_accuracy.summarize(_records([5, 10, 15], [1.0, 2.0, 2.5], [0.95, 0.96, 0.975]), targets)}
+  rows.append(vote)
+  time_to_accuracy.add_projections(rows, targets)
+  slow = rows[1]
+  assert slow["projected_seconds_to_97"] == pytest.approx(22.0 + (15 - 10) * 2.0) and "projected_seconds_to_95" not in slow
+  (factor,) = [f for f in time_to_accuracy.speedups(rows, "97") if f["link"] == "100mbit"]
+  assert factor["baseline"] == "sgd_allreduce" and factor["projected"] and factor["best_signum"] == "signum_alltoall"
+  assert factor["speedup"] == pytest.approx(32.0 / 2.5)

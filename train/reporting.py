@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import tqdm
-from matplotlib.figure import Figure
 
 
 def _json_value(value):
@@ -76,6 +75,8 @@ class Reporter:
 
 def plot_curves(records: list[dict], path: str) -> None:
   """Loss and accuracy of every split against steps, and the per-worker vote statistics if logged."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel  (1 s at every start otherwise)
+
   splits = sorted({r["split"] for r in records})
   per_worker = {"agreement": ("agreement with the vote", 0.5), "kappa": ("kappa (agreement beyond chance)", 0.0),
                 "nonfinite": ("non-finite coordinates (abstained)", 0.0),
