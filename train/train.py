@@ -283,14 +283,13 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   pending = []  # Per-step metrics still on the device: fetched once per log period.
   # Wall time spent training (compiling included; evaluating and saving not), continued on resume.
   train_seconds, mark = report.last("train").get("train_seconds", 0.0), time.perf_counter()
-  compile_seconds = None  # Of this process's run; the first train record after it says it.
+  unreported = {}  # What the next train record says once: this process's compile time.
   for done in range(start_step + 1, exp.num_steps + 1):
     batch = global_batch(next(batches), mesh)
-    if compile_seconds is None:
+    if done == start_step + 1:  # Compiled ahead of its first call, so that compiling is timed apart.
       started = time.perf_counter()
       train_step = train_step.lower(state, batch).compile()
-      compile_seconds = time.perf_counter() - started
-      unreported = {"compile_seconds": compile_seconds}
+      unreported = {"compile_seconds": time.perf_counter() - started}
     state, metrics = train_step(state, batch)
     pending.append(metrics)
     last = done == exp.num_steps
