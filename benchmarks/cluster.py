@@ -308,10 +308,9 @@ def worker(args) -> None:
     return step, compiled
 
   def network_bytes_per_host(compiled) -> float:
-    workers = hosts * args.per_host
-    per_worker = sum(c.bytes_per_device(workers) for c in hlo.collectives(compiled.as_text())
-                     if not c.within(hosts, workers))  # A hierarchical host's own sum stays inside it.
-    return per_worker * args.per_host
+    # A hierarchical host's own sum stays inside it (local), and is not counted.
+    network, _ = hlo.bytes_per_device(compiled.as_text(), hosts * args.per_host, hosts)
+    return network * args.per_host
 
   def at_rate(rate: str) -> None:
     """Every process waits here until the parent has set the links to ``rate``."""

@@ -110,12 +110,7 @@ def measure(model: str, method: str, num_workers: int, devices_per_host: int) ->
   counted = lowered if method == "allreduce_bf16" else compiled
   per_host = devices_per_host if method == "hierarchical" else 1
   hosts = num_workers // per_host
-  network, local = 0.0, 0.0
-  for c in hlo.collectives(counted):
-    if c.within(hosts, num_workers):
-      local += c.bytes_per_device(num_workers)
-    else:
-      network += c.bytes_per_device(num_workers)
+  network, local = hlo.bytes_per_device(counted, num_workers, hosts)
   return {
       "model": model, "coordinates": int(sum(np.prod(p.shape) for p in jax.tree.leaves(params))),
       "leaves": len(jax.tree.leaves(params)), "workers": num_workers, "method": method, "hosts": hosts,

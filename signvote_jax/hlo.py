@@ -85,6 +85,21 @@ def collectives(hlo_text: str) -> list[Collective]:
   return found
 
 
+def bytes_per_device(hlo_text: str, num_devices: int, hosts: int) -> tuple[float, float]:
+  """Bytes each of ``num_devices`` devices sends in the module's collectives: ``(network, local)``.
+
+  The devices form ``hosts`` blocks of consecutive devices; a collective whose every group lies in
+  one block stays inside a host (``local``), any other crosses the network.
+  """
+  network = local = 0.0
+  for c in collectives(hlo_text):
+    if c.within(hosts, num_devices):
+      local += c.bytes_per_device(num_devices)
+    else:
+      network += c.bytes_per_device(num_devices)
+  return network, local
+
+
 def counts(hlo_text: str) -> collections.Counter:
   """How many collectives of each (kind, element type) an HLO module holds."""
   return collections.Counter((c.kind, c.dtype) for c in collectives(hlo_text))

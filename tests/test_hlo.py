@@ -84,7 +84,8 @@ def test_bytes_per_device_of_each_collective_on_a_hosts_by_devices_mesh():
 
   x, w = jnp.zeros((1000,), jnp.float32), jnp.zeros((40,), jnp.uint32)
   fn = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P(), P()), check_vma=False))
-  found = {c.kind: c for c in hlo.collectives(fn.lower(x, w).compile().as_text())}
+  text = fn.lower(x, w).compile().as_text()
+  found = {c.kind: c for c in hlo.collectives(text)}
   assert set(found) == {"all-reduce", "all-gather", "all-to-all"}
   reduce, gather, shuffle = found["all-reduce"], found["all-gather"], found["all-to-all"]
   assert (reduce.dtype, reduce.result_bytes, reduce.group_size(8)) == ("f32", 4000, 4)
@@ -95,6 +96,8 @@ def test_bytes_per_device_of_each_collective_on_a_hosts_by_devices_mesh():
   assert sorted(gather.groups) == [(0, 4), (1, 5), (2, 6), (3, 7)] and not gather.within(2, 8)
   assert (shuffle.result_bytes, shuffle.group_size(8)) == (160, 8)
   assert shuffle.bytes_per_device(8) == 7 / 8 * 160
+  # The host's own psum is local; the gather across hosts and the all-to-all cross the network.
+  assert hlo.bytes_per_device(text, 8, hosts=2) == (160 + 7 / 8 * 160, 2 * 3 / 4 * 4000)
 
 
 def test_iota_replica_groups_are_expanded():
