@@ -233,6 +233,21 @@ def network(mode: str, num_hosts: int):
 # The parent: start the job's processes, switch the link rate when process 0 asks for it.
 
 
+def host_environment(net, port: int, hosts: int, host: int) -> dict:
+  """The environment of host ``host``'s process in a job of ``hosts``: where the coordinator listens
+  (on host 0) and its place in the job, as ``train.launch`` sets them, and this checkout importable."""
+  from train import distributed  # pylint: disable=import-outside-toplevel
+
+  return {**os.environ, distributed.ENV_COORDINATOR: net.coordinator(port), distributed.ENV_NUM_PROCESSES: str(hosts),
+          distributed.ENV_PROCESS_ID: str(host), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+
+
+def setting_order(setting: tuple) -> tuple:
+  """Sort key of ``(hosts, rate, ...)`` tuples: by hosts, then link rate, then the rest."""
+  hosts, rate, *rest = setting
+  return (hosts, rate_bits(rate), *rest)
+
+
 def run_job(mode: str, hosts: int, per_host: int, methods, workloads, rates, args) -> list[dict]:
   """One JAX job of ``hosts`` processes with ``per_host`` devices each; returns process 0's rows."""
   from train import launch  # pylint: disable=import-outside-toplevel
@@ -245,10 +260,9 @@ def run_job(mode: str, hosts: int, per_host: int, methods, workloads, rates, arg
                    "--coordinates", str(args.coordinates)]
     processes = []
     for host in range(hosts):
-      env = {**os.environ, "JAX_COORDINATOR_ADDRESS": net.coordinator(port), "JAX_NUM_PROCESSES": str(hosts),
-             "JAX_PROCESS_ID": str(host), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
       command = [*net.prefix(host), sys.executable, "-m", "benchmarks.cluster", *worker_args]
-      processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL if host else None))
+      processes.append(subprocess.Popen(command, env=host_environment(net, port, hosts, host),
+                                        stdout=subprocess.DEVNULL if host else None))
     deadline, served = time.monotonic() + args.timeout, 0
     try:
       while not result.exists():
@@ -355,7 +369,7 @@ def table(rows, workload):
   lines = ["| M hosts | link | method | step ms | local ms | communication ms | wire ms at link rate | "
            "MB sent per host | speed-up over all-reduce |",
            "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-  for r in sorted(mine, key=lambda r: (r["hosts"], rate_bits(r["rate"]), r["method"])):
+  for r in sorted(mine, key=lambda r: setting_order((r["hosts"], r["rate"], r["method"]))):
     base = next(b["seconds"] for b in mine if b["hosts"] == r["hosts"] and b["rate"] == r["rate"]
                 and b["method"] == "sgd_allreduce")
     lines.append(f"| {r['hosts']} | {r['rate']} | {r['method']} | {1e3 * r['seconds']:.0f} | "

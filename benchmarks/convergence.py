@@ -51,17 +51,14 @@ def curve(dataset: str, method: str, config, overrides: dict) -> dict:
           "train_seconds": [r["train_seconds"] for r in evals], "final_test_accuracy": summary["test_accuracy"]}
 
 
-def first_reaching(row, target, axis):
-  return next((x for x, a in zip(row[axis], row["test_accuracy"]) if a is not None and a >= target), None)
-
-
 def table(rows, targets):
   head = " | ".join(f"steps to {t:.0%} | seconds to {t:.0%}" for t in targets)
   lines = [f"| dataset | method | final test accuracy | {head} |", "|---|---|---:|" + "---:|---:|" * len(targets)]
   for r in rows:
     cells = []
     for t in targets:
-      step, seconds = first_reaching(r, t, "steps"), first_reaching(r, t, "train_seconds")
+      step = results.first_reaching(r["steps"], r["test_accuracy"], t)
+      seconds = results.first_reaching(r["train_seconds"], r["test_accuracy"], t)
       cells += ["-" if step is None else str(step), "-" if seconds is None else f"{seconds:.1f}"]
     lines.append(f"| {r['dataset']} | {r['method']} | {100 * r['final_test_accuracy']:.1f} % | {' | '.join(cells)} |")
   return "\n".join(lines)

@@ -33,9 +33,15 @@ def figure(nrows: int, ncols: int, figsize, **kwargs):
   return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
-def device_name() -> str:
-  """The device as result files name it: ``cpu``, ``nvidia-h200``."""
-  return re.sub(r"[^A-Za-z0-9]+", "-", jax.devices()[0].device_kind).strip("-").lower()
+def stem(name: str, out=RESULTS) -> pathlib.Path:
+  """``<out>/<name>-<device>-<date>``: today's result files of ``name`` on this device, less their suffix."""
+  device = re.sub(r"[^A-Za-z0-9]+", "-", jax.devices()[0].device_kind).strip("-").lower()
+  return pathlib.Path(out) / f"{name}-{device}-{machine()['date']}"
+
+
+def first_reaching(values, accuracies, target: float):
+  """The first of ``values`` (steps, seconds) whose accuracy is at least ``target``; None if none is."""
+  return next((v for v, a in zip(values, accuracies) if a is not None and a >= target), None)
 
 
 def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESULTS, command=None) -> list:
@@ -43,18 +49,16 @@ def write(name: str, meta: dict, rows: list, markdown: str, plot=None, out=RESUL
 
   ``command`` is what wrote them (default ``python -m benchmarks.<name>``).
   """
-  info, device = machine(), device_name()
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  stem = out / f"{name}-{device}-{info['date']}"
-  stem.with_suffix(".json").write_text(json.dumps({**info, **meta, "rows": rows}, indent=1))
+  info, path = machine(), stem(name, out)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.with_suffix(".json").write_text(json.dumps({**info, **meta, "rows": rows}, indent=1))
   where = f"{info['device']} ({info['cpu']}, {info['cpu_cores']} cores), jax {info['jax']}, {info['date']}"
   text = f"# {name}\n\nMeasured on {where}. Written by `{command or f'python -m benchmarks.{name}'}`.\n\n{markdown}\n"
   if plot is not None:
     fig = plot(rows)
     fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=120)
-    text += f"\n![{name}]({stem.name}.png)\n"
-  stem.with_suffix(".md").write_text(text)
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    text += f"\n![{name}]({path.name}.png)\n"
+  path.with_suffix(".md").write_text(text)
   print(text, flush=True)
   return rows

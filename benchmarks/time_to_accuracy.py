@@ -124,7 +124,7 @@ def _records(workdir: pathlib.Path) -> list[dict]:
 
 def train_job(net, hosts: int, config_file: str, fields: dict, max_seconds: float, timeout: float) -> dict:
   """Runs one job to its end, or stops it once it has trained ``max_seconds``; its metrics records."""
-  from train import distributed, launch  # pylint: disable=import-outside-toplevel
+  from train import launch  # pylint: disable=import-outside-toplevel
 
   with tempfile.TemporaryDirectory() as workdir:
     workdir = pathlib.Path(workdir)
@@ -132,9 +132,7 @@ def train_job(net, hosts: int, config_file: str, fields: dict, max_seconds: floa
     flags = [f"--config={ROOT / config_file}", f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in fields.items())]
     processes, logs = [], [None] + [workdir / f"host{host}.log" for host in range(1, hosts)]
     for host in range(hosts):
-      env = {**os.environ, distributed.ENV_COORDINATOR: net.coordinator(port),
-             distributed.ENV_NUM_PROCESSES: str(hosts), distributed.ENV_PROCESS_ID: str(host),
-             "PYTHONPATH": str(ROOT)}
+      env = cluster.host_environment(net, port, hosts, host)
       # Host 0 speaks on this terminal (its error line, if any); the others into files, shown on failure.
       with open(logs[host] or os.devnull, "w", encoding="utf-8") as stderr:
         processes.append(subprocess.Popen([*net.prefix(host), sys.executable, "-m", "train", *flags], env=env,
@@ -169,10 +167,6 @@ def train_job(net, hosts: int, config_file: str, fields: dict, max_seconds: floa
 # What a run's records say.
 
 
-def first_reaching(evals: list[dict], target: float, key: str):
-  return next((r[key] for r in evals if r["accuracy"] is not None and r["accuracy"] >= target), None)
-
-
 def target_name(target: float) -> str:
   return f"{round(100 * target)}"
 
@@ -190,8 +184,8 @@ def summarize(records: list[dict], targets, eval_split: str = "test") -> dict:
   row["step_seconds"] = statistics.median(periods) if periods else None
   for target in targets:
     name = target_name(target)
-    row[f"seconds_to_{name}"] = first_reaching(evals, target, "train_seconds")
-    row[f"steps_to_{name}"] = first_reaching(evals, target, "step")
+    row[f"seconds_to_{name}"] = results.first_reaching(row["curve"]["train_seconds"], row["curve"]["accuracy"], target)
+    row[f"steps_to_{name}"] = results.first_reaching(row["curve"]["step"], row["curve"]["accuracy"], target)
   return row
 
 
@@ -221,7 +215,7 @@ def seconds_to(row: dict, name: str):
 def speedups(rows: list[dict], name: str) -> list[dict]:
   """Per link and M: the best Signum strategy against each baseline, the median over seeds."""
   out = []
-  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0], cluster.rate_bits(k[1]))):
+  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=cluster.setting_order):
     mine = [r for r in rows if (r["hosts"], r["link"]) == (hosts, link)]
     for baseline in BASELINES:
       factors, projected, best_methods = [], False, []
@@ -255,7 +249,7 @@ def table(rows: list[dict], targets) -> str:
   lines = [f"| M | link | method | lr | s to {low} % | s to {high} % | steps to {high} % | compile s | step ms | final acc. |",
            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   groups = sorted({(r["hosts"], r["link"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], cluster.rate_bits(k[1]), list(METHODS).index(k[2])))
+                  key=lambda k: cluster.setting_order((*k[:2], list(METHODS).index(k[2]))))
   for hosts, link, method in groups:
     mine = [r for r in rows if (r["hosts"], r["link"], r["method"]) == (hosts, link, method)]
 
@@ -284,7 +278,7 @@ def _failures(rows: list[dict]) -> str:
 
 def speedup_table(factors: list[dict], name: str) -> str:
   lines = [f"| M | link | best Signum strategy | sooner to {name} % than SGD | than Adam |", "|---:|---|---|---:|---:|"]
-  for hosts, link in sorted({(f["hosts"], f["link"]) for f in factors}, key=lambda k: (k[0], cluster.rate_bits(k[1]))):
+  for hosts, link in sorted({(f["hosts"], f["link"]) for f in factors}, key=cluster.setting_order):
     cells, best = [], ""
     for baseline in BASELINES:
       f = next((f for f in factors if (f["hosts"], f["link"], f["baseline"]) == (hosts, link, baseline)), None)
@@ -295,7 +289,7 @@ def speedup_table(factors: list[dict], name: str) -> str:
 
 
 def plot(rows: list[dict], target: float):
-  settings = sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0] != 4, k[0], cluster.rate_bits(k[1])))
+  settings = sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0] != 4, cluster.setting_order(k)))
   fig, axs = results.figure(1, len(settings), (4.2 * len(settings), 3.4), sharey=True)
   for ax, (hosts, link) in zip(axs[0], settings):
     for i, method in enumerate(METHODS):
@@ -445,7 +439,7 @@ def main(argv=None):
   rows = run_grid(mode, args, _earlier(out, "time_to_accuracy", args, {"network": mode, "max_seconds": args.max_seconds}))
   high = target_name(workload.targets[-1])
   factors = speedups(rows, high)
-  settings = sorted({(r["hosts"], r["link"], r["seed"]) for r in rows}, key=lambda k: (k[0], cluster.rate_bits(k[1]), k[2]))
+  settings = sorted({(r["hosts"], r["link"], r["seed"]) for r in rows}, key=cluster.setting_order)
   meta = {"workload": args.workload, "network": mode, "runs": [f"{h}@{l} seed {s}" for h, l, s in settings],
           "steps": args.steps, "max_seconds": args.max_seconds,
           "eval_every": workload.eval_every, "batch_per_host": BATCH_PER_HOST,
@@ -464,7 +458,7 @@ def main(argv=None):
 
 def _earlier(out, name: str, args, settings: dict) -> list[dict]:
   """With ``--resume``, the rows of today's ``name`` result in ``out`` if it has these settings."""
-  path = pathlib.Path(out) / f"{name}-{results.device_name()}-{results.machine()['date']}.json"
+  path = results.stem(name, out).with_suffix(".json")
   if not args.resume or not path.exists():
     return []
   saved = json.loads(path.read_text())
