@@ -12,13 +12,16 @@ when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX ot
 """
 
 from .dispatch import IMPLS, triton_impls
-from .packing import filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, unpack_signs, unpack_ternary
+from .fusion import computed_once
+from .packing import count_nonfinite, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, unpack_signs, unpack_ternary
 from .voting import AgreementCounts, agreement_counts, decode_planes, majority, vote_planes
 
 __all__ = [
     "AgreementCounts",
     "IMPLS",
     "agreement_counts",
+    "computed_once",
+    "count_nonfinite",
     "decode_planes",
     "filler_word",
     "majority",

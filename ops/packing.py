@@ -7,6 +7,7 @@ import numpy as np
 from . import dispatch
 
 BITS = 32
+_ALL_BITS = 0xFFFFFFFF
 _SHIFTS = np.arange(BITS, dtype=np.uint32)
 
 
@@ -49,19 +50,23 @@ def filler_word(phase) -> jax.Array:
   return jnp.where(jnp.asarray(phase) % 2 == 0, jnp.uint32(0xAAAAAAAA), jnp.uint32(0x55555555))
 
 
-def pack_ballot(x: jax.Array, phase, *, impl: str = "auto"):
+def pack_ballot(x: jax.Array, phase):
   """A worker's ballot of ``x`` (any shape, floating): ``(words, voting, nonfinite)``.
 
   A coordinate has something to say where it is finite and not zero. The worker votes on a word of
   32 coordinates where at least one of them has something to say, and abstains on the whole word
   otherwise (``voting``, one flag a word). Inside a word it votes on, the bit of a coordinate is
   its sign (1 for +1), and the filler bit of :func:`filler_word` where it has nothing to say, so that
-  zeros and non-finite values never lean the vote either way.
+  zeros and non-finite values never lean the vote either way. Padding bits of the last word are 0.
+
+  One pass over ``x``: a reduction over each row of 32 coordinates builds the sign bits, the
+  "has something to say" bits and the non-finite bits of the word together (a variadic reduce), and
+  everything else works on words. Inside a jit, XLA fuses whatever computes ``x`` into that pass,
+  which is why there is no Triton twin: a custom kernel would need ``x`` written out first.
 
   Args:
     x: the values.
     phase: the filler's phase, step + worker index (a traced integer is fine).
-    impl: of the sign packing.
 
   Returns:
     ``words`` ``u32[ceil(n / 32)]``, ``voting`` ``bool[ceil(n / 32)]`` and ``nonfinite``, ``u32[]``,
@@ -78,14 +83,56 @@ def pack_ballot(x: jax.Array, phase, *, impl: str = "auto"):
     raise ValueError(f"pack_ballot needs a floating array, got dtype {x.dtype}.")
   flat = jnp.ravel(x)
   size = flat.shape[0]
-  say = jnp.isfinite(flat) & (flat != 0)
-  filler = unpack_bits(jnp.broadcast_to(filler_word(phase), (num_words(size),)))[:size]
-  one = jnp.ones((), flat.dtype)
-  # Values with no zero and no NaN left, so that pack_signs (v >= 0) stores exactly the ballot's bits.
-  signed = jnp.where(say, flat, jnp.where(filler, one, -one))
-  voting = jnp.any(jnp.pad(say, (0, num_words(size) * BITS - size)).reshape(-1, BITS), axis=1)
-  nonfinite = jnp.sum(~jnp.isfinite(flat), dtype=jnp.uint32)
-  return pack_signs(signed, impl=impl), voting, nonfinite
+  finite = jnp.isfinite(flat)
+  positive, says, nonfinite = _word_rows(flat > 0, finite & (flat != 0), ~finite)
+  filler = filler_word(phase) & _word_masks(size)
+  words = (positive & says) | (filler & ~says)
+  return words, says != 0, _popcount_sum(nonfinite)
+
+
+def _word_rows(*planes):
+  """``pack_bits`` of flat planes, with the whole words read in place and only the last, partial
+  word padded: XLA does not fuse a pad into the reduction, and would write the padded input out."""
+  size = planes[0].shape[0]
+  whole = size // BITS * BITS
+  parts = []
+  if whole:
+    parts.append(_as_tuple(pack_bit_rows(*(p[:whole] for p in planes))))
+  if whole < size:
+    parts.append(_as_tuple(pack_bit_rows(*(jnp.pad(p[whole:], (0, BITS - (size - whole))) for p in planes))))
+  if not parts:  # An empty leaf has no words.
+    parts.append(tuple(jnp.zeros((0,), jnp.uint32) for _ in planes))
+  words = parts[0] if len(parts) == 1 else tuple(jnp.concatenate(w) for w in zip(*parts))
+  return words if len(planes) > 1 else words[0]
+
+
+def _as_tuple(words):
+  return words if isinstance(words, tuple) else (words,)
+
+
+def count_nonfinite(x: jax.Array) -> jax.Array:
+  """``u32[]``: how many coordinates of ``x`` are NaN or +-Inf.
+
+  Counted a word at a time (the bits of 32 coordinates, then their population count): XLA:CPU
+  turns one wide integer sum into a tree of passes over an integer per coordinate, 4x slower.
+
+  >>> import jax.numpy as jnp
+  >>> int(count_nonfinite(jnp.array([1.0, jnp.nan, -jnp.inf, 0.0])))
+  2
+  """
+  return _popcount_sum(_word_rows(~jnp.isfinite(jnp.ravel(x))))
+
+
+def _popcount_sum(words: jax.Array) -> jax.Array:
+  return jnp.sum(jax.lax.population_count(words), dtype=jnp.uint32)
+
+
+def _word_masks(size: int) -> jax.Array:
+  """``u32[ceil(size / 32)]``: the bits of each word that hold one of ``size`` coordinates."""
+  words, tail = num_words(size), size % BITS
+  if not tail:
+    return jnp.full((words,), _ALL_BITS, jnp.uint32)
+  return jnp.where(jnp.arange(words) == words - 1, jnp.uint32((1 << tail) - 1), jnp.uint32(_ALL_BITS))
 
 
 def pack_bits(bits: jax.Array) -> jax.Array:
@@ -114,7 +161,30 @@ def unpack_signs(words: jax.Array, size: int, dtype=jnp.float32) -> jax.Array:
 
 
 TRITS = 20  # Base-3 digits per uint32 word: 3**20 - 1 < 2**32.
-_POWERS_OF_3 = 3 ** np.arange(TRITS, dtype=np.uint32)
+# The codec works on groups of 5 digits (3**5 = 243 values), 4 groups a word, each group mapped to
+# or from its 5 coordinates' bits by a table, and on blocks of 160 coordinates: 5 plane words,
+# 8 base-3 words. No coordinate is handled on its own.
+_GROUP, _GROUPS_PER_WORD, _BLOCK_PLANES, _BLOCK_TRITS = 5, 4, 5, 8
+_GROUP_BASE = 3**_GROUP
+
+
+def _group_tables():
+  """``value[pos | nonzero << 5]``: the base-3 number of 5 votes given as bits (0 tie, 1 for -1, 2 for
+  +1 per digit); ``bits[value]``: the inverse, as ``pos | nonzero << 5``."""
+  codes = np.arange(1 << (2 * _GROUP))
+  positive, nonzero = codes & 31, codes >> _GROUP
+  value = np.zeros(codes.size, np.uint32)
+  bits = np.zeros(_GROUP_BASE, np.uint32)
+  for k in range(_GROUP):
+    digit = ((nonzero >> k) & 1) * (1 + ((positive >> k) & 1))
+    value += (digit * 3**k).astype(np.uint32)
+  for v in range(_GROUP_BASE):
+    digits = [(v // 3**k) % 3 for k in range(_GROUP)]
+    bits[v] = sum((d == 2) << k for k, d in enumerate(digits)) | sum((d != 0) << (k + _GROUP) for k, d in enumerate(digits))
+  return value, bits
+
+
+_GROUP_VALUE, _GROUP_BITS = _group_tables()
 
 
 def num_trit_words(plane_words: int) -> int:
@@ -122,12 +192,45 @@ def num_trit_words(plane_words: int) -> int:
   return -(-plane_words * BITS // TRITS)
 
 
+def _planes_to_chunks(plane):
+  """``u32[..., 5 B]`` plane words to ``u32[..., 8 B]`` chunks of 20 coordinates (bits 0..19)."""
+  block = plane.reshape(*plane.shape[:-1], -1, _BLOCK_PLANES)
+  chunks = []
+  for k in range(_BLOCK_TRITS):
+    word, offset = divmod(k * TRITS, BITS)
+    chunk = block[..., word] >> offset
+    if offset + TRITS > BITS:  # The chunk runs into the next plane word.
+      chunk = chunk | (block[..., word + 1] << (BITS - offset))
+    chunks.append(chunk & jnp.uint32((1 << TRITS) - 1))
+  return jnp.stack(chunks, axis=-1).reshape(*plane.shape[:-1], -1)
+
+
+def _chunks_to_planes(chunks):
+  """Inverse of :func:`_planes_to_chunks`."""
+  block = chunks.reshape(*chunks.shape[:-1], -1, _BLOCK_TRITS)
+  words = []
+  for j in range(_BLOCK_PLANES):
+    word = None
+    for k in range(_BLOCK_TRITS):
+      shift = k * TRITS - j * BITS
+      if -TRITS < shift < BITS:
+        part = block[..., k] << shift if shift >= 0 else block[..., k] >> -shift
+        word = part if word is None else word | part
+    words.append(word)
+  return jnp.stack(words, axis=-1).reshape(*chunks.shape[:-1], -1)
+
+
+def _pad_last(x, multiple):
+  return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, -x.shape[-1] % multiple)])
+
+
 def pack_ternary(sign: jax.Array, nonzero: jax.Array) -> jax.Array:
   """Packs a vote given as bit planes, ``u32[W]`` each, into base-3 words, 20 votes per word.
 
   Coordinate ``i`` (word ``i // 32``, bit ``i % 32`` of the planes) becomes digit ``i % 20`` of word
   ``i // 20``: 0 for a tie (or padding), 1 for -1, 2 for +1. Three states need log2(3) = 1.58 bits,
-  so this is 1.6 bits per coordinate where two bit planes take 2.
+  so this is 1.6 bits per coordinate where two bit planes take 2. Computed from the planes 5
+  coordinates at a time (a table from their 10 bits to their 5 digits' value).
 
   >>> import jax.numpy as jnp
   >>> # Coordinates 0, 1, 2: +1, -1, tie.
@@ -136,30 +239,45 @@ def pack_ternary(sign: jax.Array, nonzero: jax.Array) -> jax.Array:
   """
   if sign.shape != nonzero.shape or sign.ndim != 1:
     raise ValueError(f"pack_ternary needs two flat planes of one shape, got {sign.shape} and {nonzero.shape}.")
-  nonzero_bits = unpack_bits(nonzero).astype(jnp.uint32)
-  digits = nonzero_bits * (1 + unpack_bits(sign).astype(jnp.uint32))
-  size = digits.shape[0]
-  digits = jnp.pad(digits, (0, num_trit_words(sign.shape[0]) * TRITS - size))
-  # No carry between digits: the largest word is 3**20 - 1.
-  return jnp.sum(digits.reshape(-1, TRITS) * _POWERS_OF_3, axis=-1, dtype=jnp.uint32)
+  positive = _planes_to_chunks(_pad_last(sign & nonzero, _BLOCK_PLANES))
+  decided = _planes_to_chunks(_pad_last(nonzero, _BLOCK_PLANES))
+  table = jnp.asarray(_GROUP_VALUE)
+  words = jnp.zeros_like(positive)
+  for j in range(_GROUPS_PER_WORD):
+    code = ((positive >> (_GROUP * j)) & 31) | (((decided >> (_GROUP * j)) & 31) << _GROUP)
+    words = words + table[code] * jnp.uint32(_GROUP_BASE**j)  # No carry: the largest word is 3**20 - 1.
+  return words[: num_trit_words(sign.shape[0])]
 
 
 def unpack_ternary(words: jax.Array, plane_words: int):
-  """Inverse of :func:`pack_ternary`: ``u32[..., T]`` to ``(sign, nonzero)`` planes ``u32[..., plane_words]``."""
+  """Inverse of :func:`pack_ternary`: ``u32[..., T]`` to ``(sign, nonzero)`` planes ``u32[..., plane_words]``.
+
+  Each word splits into 4 groups of 5 digits by division by constants, and a table turns each
+  group into its 5 coordinates' bits.
+  """
   if words.shape[-1] != num_trit_words(plane_words):
     raise ValueError(f"{plane_words} words of votes travel as {num_trit_words(plane_words)} base-3 words, "
                      f"got {words.shape[-1]}.")
-  digits = []
-  rest = words
-  for _ in range(TRITS):
-    digits.append((rest % 3).astype(jnp.uint8))
-    rest = rest // 3
-  digits = jnp.stack(digits, axis=-1).reshape(*words.shape[:-1], -1)[..., : plane_words * BITS]
-  return pack_bit_rows(digits == 2), pack_bit_rows(digits != 0)
+  words = _pad_last(words, _BLOCK_TRITS)
+  table = jnp.asarray(_GROUP_BITS)
+  positive = decided = jnp.zeros_like(words)
+  for j in range(_GROUPS_PER_WORD):
+    code = table[(words // jnp.uint32(_GROUP_BASE**j)) % jnp.uint32(_GROUP_BASE)]
+    positive = positive | ((code & 31) << (_GROUP * j))
+    decided = decided | ((code >> _GROUP) << (_GROUP * j))
+  return tuple(_chunks_to_planes(p)[..., :plane_words] for p in (positive, decided))
 
 
-def pack_bit_rows(bits: jax.Array) -> jax.Array:
-  """``bool[..., 32 * W]`` to ``u32[..., W]``, least significant bit first (inverse of :func:`unpack_bits`)."""
-  words = bits.reshape(*bits.shape[:-1], -1, BITS).astype(jnp.uint32) << _SHIFTS
-  # The shifted bits never overlap, so their sum is their bitwise or.
-  return jnp.sum(words, axis=-1, dtype=jnp.uint32)
+def pack_bit_rows(*planes: jax.Array):
+  """``bool[..., 32 * W]`` to ``u32[..., W]``, least significant bit first (inverse of :func:`unpack_bits`).
+
+  Several planes of one shape are packed in the same pass (one variadic reduction), and returned
+  as a tuple; one plane is returned as an array.
+  """
+  def shifted(bits):
+    return bits.reshape(*bits.shape[:-1], -1, BITS).astype(jnp.uint32) << _SHIFTS
+
+  zeros = (jnp.uint32(0),) * len(planes)
+  words = jax.lax.reduce(tuple(shifted(b) for b in planes), zeros,
+                         lambda a, b: tuple(x | y for x, y in zip(a, b)), (planes[0].ndim,))
+  return words if len(planes) > 1 else words[0]

@@ -103,3 +103,43 @@ def bytes_per_device(hlo_text: str, num_devices: int, hosts: int) -> tuple[float
 def counts(hlo_text: str) -> collections.Counter:
   """How many collectives of each (kind, element type) an HLO module holds."""
   return collections.Counter((c.kind, c.dtype) for c in collectives(hlo_text))
+
+
+_FUSION = re.compile(r"=\s*\S.*?\sfusion\(")
+_COPY = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*([a-z]+[0-9]*)\[([0-9,]*)\]\S*\s+copy\(")
+
+
+def _entry_and_called(hlo_text: str) -> list[str]:
+  """The instruction lines of a module's computations, but those inside fusions (their bodies)."""
+  lines, inside_fusion = [], False
+  for line in hlo_text.splitlines():
+    header = re.match(r"^\s*(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+    if header:
+      inside_fusion = header.group(1) is None and "fused" in header.group(2) or "wrapped" in header.group(2)
+      continue
+    if not inside_fusion and " = " in line:
+      lines.append(line)
+  return lines
+
+
+def fusion_count(hlo_text: str) -> int:
+  """How many fusions a compiled module launches (each one pass over its operands)."""
+  return sum(1 for line in _entry_and_called(hlo_text) if _FUSION.search(line))
+
+
+def instruction_count(hlo_text: str) -> int:
+  """Instructions of a module, those inside fusions included: a measure of what XLA compiles."""
+  return sum(1 for line in hlo_text.splitlines() if " = " in line)
+
+
+def large_float_copies(hlo_text: str, min_elements: int) -> list[tuple[str, int]]:
+  """``(dtype, elements)`` of each floating copy of at least ``min_elements`` elements outside fusions:
+  a copy as large as a leaf of momentum or parameters is a whole extra pass over it."""
+  found = []
+  for line in _entry_and_called(hlo_text):
+    match = _COPY.match(line)
+    if match and match.group(1).startswith(("f", "bf")):
+      elements = int(np.prod([int(d) for d in match.group(2).split(",") if d]))
+      if elements >= min_elements:
+        found.append((match.group(1), elements))
+  return found

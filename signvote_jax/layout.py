@@ -53,9 +53,9 @@ class WordLayout:
     total = int(sum(counts))
     return cls(offsets, sizes, total, -(-total // multiple) * multiple)
 
-  def ballot(self, leaves, phase, *, impl: str = "auto") -> "Ballot":
+  def ballot(self, leaves, phase) -> "Ballot":
     """This worker's ballot of all ``leaves`` (:func:`ops.pack_ballot` of each) in one buffer."""
-    return Ballot.of([ops.pack_ballot(leaf, phase, impl=impl) for leaf in leaves],
+    return Ballot.of([ops.pack_ballot(leaf, phase) for leaf in leaves],
                      self.padded_words - self.num_words)
 
   def floats(self, leaves) -> jax.Array:
@@ -82,7 +82,12 @@ class WordLayout:
     return mask
 
   def decode(self, sign, nonzero, like):
-    """Splits vote planes back into leaves of votes shaped and typed like ``like``."""
+    """Splits vote planes back into leaves of votes shaped and typed like ``like``.
+
+    Decoding reads each plane word once per coordinate, so the planes are read from memory
+    (:func:`ops.computed_once`), not recomputed 32 times from whatever produced them.
+    """
+    sign, nonzero = ops.computed_once(sign, nonzero)
     out = []
     for offset, size, leaf in zip(self.offsets, self.sizes, like):
       words = slice(offset, offset + ops.num_words(size))

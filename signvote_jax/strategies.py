@@ -221,7 +221,7 @@ class Strategy:
     multiple = self.exchange.word_multiple(num_ballots)
     if not self.hierarchical:
       layout = WordLayout.of(leaves, multiple=multiple)
-      ballot = layout.ballot(leaves, step + jax.lax.axis_index(axis_name), impl=impl)
+      ballot = layout.ballot(leaves, step + jax.lax.axis_index(axis_name))
       return layout, self.exchange.run(ballot, layout.valid_mask(), axis_name, step, impl, self.voters, equivocation)
     local = axes.axis_size(inner_axis_name, "hierarchical")
     layout = WordLayout.of(leaves, multiple=local * multiple)
@@ -254,7 +254,7 @@ def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange
   start = jax.lax.axis_index(inner_axis_name) * slice_words
   valid = jax.lax.dynamic_slice_in_dim(layout.valid_mask(), start, slice_words)
   # A host abstains where its sum has nothing to say: zero, or non-finite (NaN from any device).
-  ballot = Ballot(*ops.pack_ballot(mine, step + jax.lax.axis_index(axis_name), impl=impl))
+  ballot = Ballot(*ops.pack_ballot(mine, step + jax.lax.axis_index(axis_name)))
   tally = exchange.run(ballot, valid, axis_name, step, impl, voters, equivocation)
   planes = jnp.stack([tally.sign, tally.nonzero])
   sign, nonzero = jax.lax.all_gather(planes, inner_axis_name, axis=1, tiled=True, to="invarying")

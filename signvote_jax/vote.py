@@ -77,7 +77,7 @@ def vote_alone(leaves):
   Returns the votes and the number of non-finite coordinates.
   """
   votes = [jnp.where(jnp.isfinite(leaf), jnp.sign(leaf), 0).astype(leaf.dtype) for leaf in leaves]
-  nonfinite = sum((jnp.sum(~jnp.isfinite(leaf), dtype=jnp.int32) for leaf in leaves), jnp.int32(0))
+  nonfinite = sum((ops.count_nonfinite(leaf).astype(jnp.int32) for leaf in leaves), jnp.int32(0))
   return votes, nonfinite
 
 

@@ -65,7 +65,7 @@ def _ballots(num_workers, size, seed):
     values[-1, 2] = np.nan
   if size > 64:
     values[: num_workers // 2 + 1, 32:64] = 0.0  # a word most workers abstain on
-  ballots = [ops.pack_ballot(jnp.asarray(row), phase=m, impl="jax") for m, row in enumerate(values)]
+  ballots = [ops.pack_ballot(jnp.asarray(row), phase=m) for m, row in enumerate(values)]
   return jnp.stack([b[0] for b in ballots]), jnp.stack([b[1] for b in ballots])
 
 
