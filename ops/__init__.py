@@ -13,7 +13,8 @@ when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX ot
 
 from .dispatch import IMPLS, triton_impls
 from .fusion import computed_once
-from .packing import count_nonfinite, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, unpack_signs, unpack_ternary
+from .packing import (filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum, sign_planes,
+                      unpack_signs, unpack_ternary, word_masks)
 from .voting import AgreementCounts, agreement_counts, decode_planes, majority, vote_planes
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "IMPLS",
     "agreement_counts",
     "computed_once",
-    "count_nonfinite",
     "decode_planes",
     "filler_word",
     "majority",
@@ -30,8 +30,11 @@ __all__ = [
     "pack_bits",
     "pack_signs",
     "pack_ternary",
+    "popcount_sum",
+    "sign_planes",
     "triton_impls",
     "unpack_signs",
     "unpack_ternary",
     "vote_planes",
+    "word_masks",
 ]

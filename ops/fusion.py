@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from . import packing
+
 
 def computed_once(*words):
   """The integer arrays ``words`` unchanged, each computed in one pass and read from memory after.
@@ -22,6 +24,5 @@ def computed_once(*words):
     if not jnp.issubdtype(w.dtype, jnp.integer):
       raise ValueError(f"computed_once takes integer arrays (bit planes), got dtype {w.dtype}.")
   stacked = tuple(jnp.stack([w, jnp.zeros_like(w)]) for w in words)
-  out = jax.lax.reduce(stacked, tuple(jnp.zeros((), w.dtype) for w in words),
-                       lambda a, b: tuple(x | y for x, y in zip(a, b)), (0,))
+  out = jax.lax.reduce(stacked, tuple(jnp.zeros((), w.dtype) for w in words), packing.or_each, (0,))
   return out if len(out) > 1 else out[0]

@@ -8,7 +8,6 @@ from . import dispatch
 
 BITS = 32
 _ALL_BITS = 0xFFFFFFFF
-_SHIFTS = np.arange(BITS, dtype=np.uint32)
 
 
 def num_words(size: int) -> int:
@@ -81,58 +80,87 @@ def pack_ballot(x: jax.Array, phase):
   """
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"pack_ballot needs a floating array, got dtype {x.dtype}.")
-  flat = jnp.ravel(x)
-  size = flat.shape[0]
-  finite = jnp.isfinite(flat)
-  positive, says, nonfinite = _word_rows(flat > 0, finite & (flat != 0), ~finite)
-  filler = filler_word(phase) & _word_masks(size)
+  positive, says, nonfinite = sign_planes(x)
+  filler = filler_word(phase) & word_masks(x.size)
   words = (positive & says) | (filler & ~says)
-  return words, says != 0, _popcount_sum(nonfinite)
+  return words, says != 0, popcount_sum(nonfinite)
 
 
-def _word_rows(*planes):
-  """``pack_bits`` of flat planes, with the whole words read in place and only the last, partial
-  word padded: XLA does not fuse a pad into the reduction, and would write the padded input out."""
-  size = planes[0].shape[0]
-  whole = size // BITS * BITS
-  parts = []
-  if whole:
-    parts.append(_as_tuple(pack_bit_rows(*(p[:whole] for p in planes))))
-  if whole < size:
-    parts.append(_as_tuple(pack_bit_rows(*(jnp.pad(p[whole:], (0, BITS - (size - whole))) for p in planes))))
-  if not parts:  # An empty leaf has no words.
-    parts.append(tuple(jnp.zeros((0,), jnp.uint32) for _ in planes))
-  words = parts[0] if len(parts) == 1 else tuple(jnp.concatenate(w) for w in zip(*parts))
-  return words if len(planes) > 1 else words[0]
+def sign_planes(*xs: jax.Array):
+  """What each coordinate of the arrays ``xs`` (any shapes, floating) has to say, as three bit planes.
 
+  Returns ``u32[W]`` words ``(positive, says, nonfinite)``: the arrays' words one after the other,
+  each array starting on a word boundary (``W`` is the sum of their ``ceil(n / 32)``), with the bit
+  of flat coordinate ``i`` of an array (its word ``i // 32``, bit ``i % 32``) set where it is
+  ``> 0``, where it is finite and not zero (of either sign), and where it is NaN or +-Inf. Padding
+  bits are 0.
 
-def _as_tuple(words):
-  return words if isinstance(words, tuple) else (words,)
-
-
-def count_nonfinite(x: jax.Array) -> jax.Array:
-  """``u32[]``: how many coordinates of ``x`` are NaN or +-Inf.
-
-  Counted a word at a time (the bits of 32 coordinates, then their population count): XLA:CPU
-  turns one wide integer sum into a tree of passes over an integer per coordinate, 4x slower.
+  One pass over each array: a variadic reduction over each row of 32 coordinates, into which XLA
+  fuses whatever computes the array.
 
   >>> import jax.numpy as jnp
-  >>> int(count_nonfinite(jnp.array([1.0, jnp.nan, -jnp.inf, 0.0])))
-  2
+  >>> [hex(int(w[0])) for w in sign_planes(jnp.array([2.0, 0.0, -1.0, jnp.nan, -0.0]))]
+  ['0x1', '0x5', '0x8']
   """
-  return _popcount_sum(_word_rows(~jnp.isfinite(jnp.ravel(x))))
+  flats = [jnp.ravel(x) for x in xs]
+  sizes = [f.shape[0] for f in flats]
+  # Each array's whole words, read in place, and a zero word where its partial last word goes.
+  parts, tails = [], []
+  for f, n in zip(flats, sizes):
+    whole = n // BITS * BITS
+    if whole:
+      parts.append(_classified(f[:whole].reshape(-1, BITS)))
+    if whole < n:
+      parts.append((jnp.zeros((1,), jnp.uint32),) * 3)
+      tails.append(jnp.pad(f[whole:], (0, BITS - (n - whole))))
+  if not parts:
+    return (jnp.zeros((0,), jnp.uint32),) * 3
+  planes = tuple(jnp.concatenate(p) if len(p) > 1 else p[0] for p in zip(*parts))
+  if not tails:
+    return planes
+  # The partial words of all arrays in one small reduction.
+  tail_words = _classified(jnp.stack([t.astype(jnp.result_type(*tails)) for t in tails]))
+  last = np.cumsum([num_words(n) for n in sizes]) - 1
+  where = np.asarray([w for w, n in zip(last, sizes) if n % BITS])
+  return tuple(plane.at[where].set(words) for plane, words in zip(planes, tail_words))
 
 
-def _popcount_sum(words: jax.Array) -> jax.Array:
+def _classified(values):
+  """``(positive, says, nonfinite)`` words of ``values [..., k]`` (k <= 32), over the last axis,
+  in one variadic reduction: bit j of a word from ``values[..., j]``."""
+  finite = jnp.isfinite(values)
+  bit = _bit_values(values.shape)
+  zero = jnp.zeros(values.shape, jnp.uint32)
+  planes = [jax.lax.select(p, bit, zero) for p in (values > 0, finite & (values != 0), ~finite)]
+  return jax.lax.reduce(tuple(planes), (jnp.uint32(0),) * 3, or_each, (values.ndim - 1,))
+
+
+def or_each(a: tuple, b: tuple) -> tuple:
+  """The combiner of a variadic OR-reduction. One function object, so that JAX traces it once
+  (a lambda a call would be traced again at every reduction, for every leaf)."""
+  return tuple(x | y for x, y in zip(a, b))
+
+
+def add_each(a: tuple, b: tuple) -> tuple:
+  """The combiner of a variadic sum (see :func:`or_each`)."""
+  return tuple(x + y for x, y in zip(a, b))
+
+
+def popcount_sum(words: jax.Array) -> jax.Array:
+  """``u32[]``: the number of 1 bits in ``words``."""
   return jnp.sum(jax.lax.population_count(words), dtype=jnp.uint32)
 
 
-def _word_masks(size: int) -> jax.Array:
-  """``u32[ceil(size / 32)]``: the bits of each word that hold one of ``size`` coordinates."""
-  words, tail = num_words(size), size % BITS
-  if not tail:
-    return jnp.full((words,), _ALL_BITS, jnp.uint32)
-  return jnp.where(jnp.arange(words) == words - 1, jnp.uint32((1 << tail) - 1), jnp.uint32(_ALL_BITS))
+def word_masks(*sizes: int) -> jax.Array:
+  """``u32[W]``: the bits that hold a coordinate, in the words of arrays of ``sizes`` coordinates,
+  each starting on a word boundary (the layout of :func:`sign_planes`)."""
+  offsets = np.cumsum([0] + [num_words(n) for n in sizes])
+  partial = [(offset + num_words(n) - 1, (1 << (n % BITS)) - 1) for offset, n in zip(offsets, sizes) if n % BITS]
+  mask = jnp.full((int(offsets[-1]),), _ALL_BITS, jnp.uint32)
+  if partial:
+    index, value = (np.asarray(v) for v in zip(*partial))
+    mask = mask.at[index].set(value.astype(np.uint32))
+  return mask
 
 
 def pack_bits(bits: jax.Array) -> jax.Array:
@@ -143,8 +171,18 @@ def pack_bits(bits: jax.Array) -> jax.Array:
 
 def unpack_bits(words: jax.Array) -> jax.Array:
   """``u32[..., W]`` to ``bool[..., 32 * W]``, least significant bit first."""
-  bits = (words[..., None] >> _SHIFTS) & jnp.uint32(1)
-  return bits.reshape(*words.shape[:-1], words.shape[-1] * BITS).astype(jnp.bool_)
+  return jax.lax.ne(unpack_words(words), jnp.uint32(0)).reshape(*words.shape[:-1], words.shape[-1] * BITS)
+
+
+def unpack_words(words: jax.Array) -> jax.Array:
+  """``u32[..., W]`` to ``u32[..., W, 32]``: element j of word w holds its bit j, in place (``1 << j``)."""
+  shape = (*words.shape, BITS)
+  return jax.lax.broadcast_in_dim(words, shape, tuple(range(words.ndim))) & _bit_values(shape)
+
+
+def _bit_values(shape) -> jax.Array:
+  """``u32[shape]`` holding ``1 << j`` along the last axis (one iota, no constant array)."""
+  return jax.lax.shift_left(jnp.uint32(1), jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1))
 
 
 def unpack_signs(words: jax.Array, size: int, dtype=jnp.float32) -> jax.Array:
@@ -275,9 +313,9 @@ def pack_bit_rows(*planes: jax.Array):
   as a tuple; one plane is returned as an array.
   """
   def shifted(bits):
-    return bits.reshape(*bits.shape[:-1], -1, BITS).astype(jnp.uint32) << _SHIFTS
+    rows = bits.reshape(*bits.shape[:-1], -1, BITS)
+    return jax.lax.select(rows, _bit_values(rows.shape), jnp.zeros(rows.shape, jnp.uint32))
 
   zeros = (jnp.uint32(0),) * len(planes)
-  words = jax.lax.reduce(tuple(shifted(b) for b in planes), zeros,
-                         lambda a, b: tuple(x | y for x, y in zip(a, b)), (planes[0].ndim,))
+  words = jax.lax.reduce(tuple(shifted(b) for b in planes), zeros, or_each, (planes[0].ndim,))
   return words if len(planes) > 1 else words[0]

@@ -93,6 +93,20 @@ def _vote_planes_jax(words, voting, tie_phase):
   odd = num_workers % 2 == 1
   planes = (masks,) + (against,) * (width - 1) + ((masks,) if odd else ())
 
+  margin = jax.lax.reduce(planes, (jnp.uint32(0),) * len(planes), _margin_adder(width, odd), (0,))
+  nonzero = functools.reduce(jnp.bitwise_or, margin[:width])
+  positive = ~margin[width - 1] & nonzero
+  if not odd:
+    return positive, nonzero
+  anyone = margin[width]
+  return positive | (~nonzero & anyone & packing.filler_word(tie_phase)), anyone
+
+
+@functools.cache
+def _margin_adder(width: int, odd: bool):
+  """The combiner that adds two bit-sliced margins of ``width`` planes (and ORs the "anyone voted"
+  plane for odd M); one function object per shape, which JAX traces once."""
+
   def add(a, b):
     out, carry = [a[0] ^ b[0]], a[0] & b[0]
     for k in range(1, width):
@@ -101,13 +115,7 @@ def _vote_planes_jax(words, voting, tie_phase):
       carry = (a[k] & b[k]) | (carry & half)
     return tuple(out) + ((a[width] | b[width],) if odd else ())
 
-  margin = jax.lax.reduce(planes, (jnp.uint32(0),) * len(planes), add, (0,))
-  nonzero = functools.reduce(jnp.bitwise_or, margin[:width])
-  positive = ~margin[width - 1] & nonzero
-  if not odd:
-    return positive, nonzero
-  anyone = margin[width]
-  return positive | (~nonzero & anyone & packing.filler_word(tie_phase)), anyone
+  return add
 
 
 def _vote_planes_triton(words, voting, tie_phase):
@@ -117,10 +125,16 @@ def _vote_planes_triton(words, voting, tie_phase):
 
 
 def decode_planes(sign: jax.Array, nonzero: jax.Array, size: int, dtype) -> jax.Array:
-  """Sign and non-zero planes ``u32[W]`` to ``size`` votes in {-1, 0, +1} of ``dtype``."""
-  positive = packing.unpack_bits(sign)[:size]
-  nonzero_bits = packing.unpack_bits(nonzero)[:size]
-  return jnp.where(nonzero_bits, jnp.where(positive, 1, -1), 0).astype(dtype)
+  """Sign and non-zero planes ``u32[W]`` to ``size`` votes in {-1, 0, +1} of ``dtype``.
+
+  Each vote is its "is +1" bit less its "is -1" bit (``lax`` operations: decoding runs once per
+  leaf, and what jnp would add around them is lowering time multiplied by the leaves).
+  """
+  def bits(plane):
+    return jax.lax.ne(packing.unpack_words(plane), jnp.uint32(0)).astype(dtype)
+
+  votes = bits(sign & nonzero) - bits(~sign & nonzero)
+  return votes.reshape(-1)[:size]
 
 
 class AgreementCounts(NamedTuple):
@@ -154,5 +168,5 @@ def agreement_counts(words: jax.Array, sign: jax.Array, nonzero: jax.Array,
   # One pass over the ballots for the four counts (a variadic reduction): XLA:CPU is 40x slower
   # with a separate sum of population counts for each.
   sums = jax.lax.reduce(tuple(jax.lax.population_count(f) for f in fields), (jnp.uint32(0),) * 4,
-                        lambda a, b: tuple(x + y for x, y in zip(a, b)), (words.ndim - 1,))
+                        packing.add_each, (words.ndim - 1,))
   return AgreementCounts(*sums)

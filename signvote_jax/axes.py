@@ -78,7 +78,8 @@ def match_varying(value, reference):
   return _cast_varying(value, varying_axes(reference))
 
 
-def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.GradientTransformation:
+def per_worker(inner: optax.GradientTransformation, axis_names, *,
+               elementwise: bool = False) -> optax.GradientTransformation:
   """``inner`` with its floating state typed as varying over ``axis_names`` from ``init`` on.
 
   A worker's momentum is created equal everywhere but is its own after one step. Inside
@@ -90,10 +91,35 @@ def per_worker(inner: optax.GradientTransformation, axis_names) -> optax.Gradien
   >>> lion = sv.per_worker(optax.scale_by_lion(b1=0.9, b2=0.99), "workers")
 
   Outside a map it changes nothing.
+
+  Its ``update`` takes the state as ``init`` made it, or as :func:`signvote_jax.shard_optimizer`
+  carries it through ``shard_map``: each varying leaf as this device's block of the workers'
+  stacked state, with a leading axis of one worker. A block is handed to ``inner`` without that
+  axis and given it back after; with ``elementwise`` (``inner`` computes each coordinate of its
+  state and update from the same coordinate of the updates alone, as an EMA does) it is handed
+  over as it is, and broadcasting against the updates keeps the new state in block form, so that
+  nothing is reshaped between the state XLA writes in place and the update it passes on.
+
+  Args:
+    inner: the transform.
+    axis_names: the workers' axes.
+    elementwise: whether ``inner`` is elementwise in the sense above.
   """
   axis_names = axis_tuple(axis_names)
 
   def init_fn(params):
     return as_varying(inner.init(params), axis_names)
 
-  return optax.GradientTransformation(init_fn, inner.update)
+  def update_fn(updates, state, params=None):
+    plain = jax.eval_shape(inner.init, updates)
+    blocks = jax.tree.map(lambda x, p: bool(varying_axes(x)) and x.shape == (1, *p.shape), state, plain)
+    if not any(jax.tree.leaves(blocks)):
+      return inner.update(updates, state, params)
+    if elementwise:
+      out, new_state = inner.update(updates, state, params)
+      return jax.tree.map(lambda o, u: o.reshape(u.shape), out, updates), new_state
+    unstacked = jax.tree.map(lambda x, b: x[0] if b else x, state, blocks)
+    out, new_state = inner.update(updates, unstacked, params)
+    return out, jax.tree.map(lambda x, b: x[None] if b else x, new_state, blocks)
+
+  return optax.GradientTransformation(init_fn, update_fn)

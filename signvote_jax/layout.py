@@ -17,14 +17,6 @@ class Ballot(NamedTuple):
   voting: jax.Array  # bool[W]: whether it votes on the word (it abstains on a word with nothing to say).
   nonfinite: jax.Array  # u32[]: its non-finite coordinates.
 
-  @classmethod
-  def of(cls, parts, padding: int) -> "Ballot":
-    """The ballot of consecutive parts (``ops.pack_ballot`` triples), then ``padding`` abstained words."""
-    words, voting, nonfinite = zip(*parts)
-    return cls(jnp.concatenate([*words, jnp.zeros((padding,), jnp.uint32)]),
-               jnp.concatenate([*voting, jnp.zeros((padding,), jnp.bool_)]),
-               sum(nonfinite[1:], nonfinite[0]))
-
 
 @dataclasses.dataclass(frozen=True)
 class WordLayout:
@@ -53,10 +45,18 @@ class WordLayout:
     total = int(sum(counts))
     return cls(offsets, sizes, total, -(-total // multiple) * multiple)
 
+  def planes(self, leaves):
+    """``(positive, says, nonfinite)`` bit planes ``u32[padded_words]`` of ``leaves`` (:func:`ops.sign_planes`)."""
+    padding = self.padded_words - self.num_words
+    return tuple(jnp.pad(p, (0, padding)) if padding else p for p in ops.sign_planes(*leaves))
+
   def ballot(self, leaves, phase) -> "Ballot":
-    """This worker's ballot of all ``leaves`` (:func:`ops.pack_ballot` of each) in one buffer."""
-    return Ballot.of([ops.pack_ballot(leaf, phase) for leaf in leaves],
-                     self.padded_words - self.num_words)
+    """This worker's ballot of all ``leaves`` in one buffer, as :func:`ops.pack_ballot` makes one of
+    each leaf: its sign where a coordinate has something to say, else the filler bit, and the words
+    it votes on. Built on the whole buffer at once, after one pass over each leaf."""
+    positive, says, nonfinite = self.planes(leaves)
+    filler = ops.filler_word(phase) & self.valid_mask()
+    return Ballot((positive & says) | (filler & ~says), says != 0, ops.popcount_sum(nonfinite))
 
   def floats(self, leaves) -> jax.Array:
     """All ``leaves`` as one ``f32[32 * padded_words]`` buffer with the word layout: coordinate ``j``
@@ -70,16 +70,7 @@ class WordLayout:
 
   def valid_mask(self) -> jax.Array:
     """``u32[padded_words]`` with bit 1 exactly where a coordinate lives."""
-    partial_words, partial_masks = [], []
-    for offset, size in zip(self.offsets, self.sizes):
-      if size % ops.packing.BITS:
-        partial_words.append(offset + ops.num_words(size) - 1)
-        partial_masks.append((1 << (size % ops.packing.BITS)) - 1)
-    index = jnp.arange(self.padded_words)
-    mask = jnp.where(index < self.num_words, jnp.uint32(0xFFFFFFFF), jnp.uint32(0))
-    if partial_words:
-      mask = mask.at[np.asarray(partial_words)].set(np.asarray(partial_masks, np.uint32))
-    return mask
+    return jnp.pad(ops.word_masks(*self.sizes), (0, self.padded_words - self.num_words))
 
   def decode(self, sign, nonzero, like):
     """Splits vote planes back into leaves of votes shaped and typed like ``like``.

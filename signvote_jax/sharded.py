@@ -9,8 +9,15 @@ invariant leaf as one replicated array. The types decide which, so nothing else 
 * :func:`partition_specs` reads the ``PartitionSpec`` of each leaf back from the arrays, for the
   ``in_specs``/``out_specs`` of the user's ``shard_map``;
 * :func:`unstack_per_worker` and :func:`stack_per_worker`, inside the map, drop and add the leading
-  dimension of the varying leaves;
+  dimension of the varying leaves (of a train state's own per-worker variables, say);
 * :func:`shard_optimizer` wraps an optax transformation with all of the above.
+
+Inside the map, an optimizer's per-worker state stays in its stacked form, this device's block of
+one worker (``[1, ...]``): :func:`signvote_jax.per_worker`, which types the state of a per-worker
+transform, also takes it in that form. A Signum step then computes its new momentum in the shape
+it is stored in, which is what lets XLA write it in place while the ballot reads it (a reshape
+between the two made XLA recompute the momentum in the ballot from the old one, and keep a copy of
+the old one for that).
 """
 
 from collections.abc import Callable
@@ -94,7 +101,8 @@ class ShardedOptimizer(NamedTuple):
       leaves of the state (momentum) are stacked over the workers, the rest replicated.
     update: ``(updates, state, params=None) -> (updates, state)``, called inside the user's
       ``shard_map`` with the state passed through ``in_specs``/``out_specs`` of
-      :func:`partition_specs` (``state``), on this worker's ``updates``.
+      :func:`partition_specs` (``state``), on this worker's ``updates``; the state goes in and out
+      as the map carries it (per-worker leaves in blocks of one worker).
   """
 
   init: Callable[[Any], Any]
@@ -129,7 +137,7 @@ def shard_optimizer(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -
     return init_per_worker(tx.init, mesh, params)
 
   def update(updates, state, params=None):
-    updates, state = tx.update(updates, unstack_per_worker(state), params)
-    return updates, stack_per_worker(state)
+    # Per-worker leaves arrive as blocks of one worker, which sv.per_worker takes as they are.
+    return tx.update(updates, state, params)
 
   return ShardedOptimizer(init, update)

@@ -10,6 +10,7 @@ from signvote_jax import axes
 from signvote_jax import faults
 from signvote_jax import ops
 from signvote_jax import strategies
+from signvote_jax.layout import WordLayout
 from signvote_jax.ops import dispatch
 
 
@@ -71,14 +72,23 @@ def _unmeasured(count: int) -> tuple[jax.Array, jax.Array]:
   return jnp.full((count,), jnp.nan, jnp.float32), jnp.full((count,), jnp.nan, jnp.float32)
 
 
-def vote_alone(leaves):
+def vote_alone(leaves, axis_name=None):
   """One ballot decides alone, per coordinate (no wire): sign, and 0 where it has nothing to say.
+
+  The ballot's sign planes (:func:`ops.sign_planes`, one pass over each leaf that also marks its
+  non-finite coordinates) are decoded into the votes, the way the planes of a vote of many are:
+  the pass that applies the votes reads two bits a coordinate instead of re-examining each value.
+  With ``axis_name`` (an axis of one worker) the planes are summed over it, which types the votes
+  equal on every worker at the cost of words, not floats.
 
   Returns the votes and the number of non-finite coordinates.
   """
-  votes = [jnp.where(jnp.isfinite(leaf), jnp.sign(leaf), 0).astype(leaf.dtype) for leaf in leaves]
-  nonfinite = sum((ops.count_nonfinite(leaf).astype(jnp.int32) for leaf in leaves), jnp.int32(0))
-  return votes, nonfinite
+  layout = WordLayout.of(leaves)
+  positive, says, bad = layout.planes(leaves)
+  nonfinite = ops.popcount_sum(bad).astype(jnp.int32)
+  if axis_name is not None:
+    positive, says, nonfinite = jax.lax.psum((positive, says, nonfinite), axis_name)
+  return layout.decode(positive, says, leaves), nonfinite
 
 
 def check_floating(tree, who: str) -> None:
@@ -224,9 +234,7 @@ def scale_by_majority_vote(
       # One ballot: no wire to economise (and no one to equivocate to), so abstention is exact per coordinate.
       if plan.hierarchical:
         leaves = jax.lax.psum(leaves, inner_axis_name)
-      votes, nonfinite = vote_alone(leaves)
-      if axis_name is not None:  # A sum over one worker: the votes typed equal on every worker.
-        votes, nonfinite = jax.lax.psum((votes, nonfinite), axis_name)
+      votes, nonfinite = vote_alone(leaves, axis_name)
       agreement, kappa = _unmeasured(1)
       nonfinite = nonfinite[None]
     else:

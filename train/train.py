@@ -23,6 +23,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import signvote_jax as sv
+from signvote_jax import hlo
 from train import checkpoints, config_checks, distributed, input_pipeline, models, optimizers, reporting
 from train.errors import ConfigError
 
@@ -143,7 +144,8 @@ def make_train_step(exp: Experiment, specs: TrainState):
   dropout_key = jax.random.key(exp.config.seed + 1)
 
   def step(state, batch):
-    state = sv.unstack_per_worker(state)
+    # The optimizer takes its state as the map carries it (per-worker leaves in blocks of one worker).
+    state = state.replace(model_state=sv.unstack_per_worker(state.model_state))
     # Each worker and step draws its own dropout mask, the same again when a run resumes.
     worker = jax.lax.axis_index(axes)
     rngs = {"dropout": jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), worker)}
@@ -166,7 +168,7 @@ def make_train_step(exp: Experiment, specs: TrainState):
     per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
     statistics = {name: optax.tree.get(opt_state, name) for name in VOTE_STATISTICS}
     shared = {} if statistics["kappa"] is None else statistics
-    return sv.stack_per_worker(new_state), (per_worker, shared)
+    return new_state.replace(model_state=sv.stack_per_worker(model_state)), (per_worker, shared)
 
   mapped = jax.shard_map(step, mesh=exp.mesh, in_specs=(specs, P(axes)), out_specs=(specs, (P(axes), P())))
   return jax.jit(mapped, donate_argnums=0)
@@ -283,13 +285,13 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
   pending = []  # Per-step metrics still on the device: fetched once per log period.
   # Wall time spent training (compiling included; evaluating and saving not), continued on resume.
   train_seconds, mark = report.last("train").get("train_seconds", 0.0), time.perf_counter()
-  unreported = {}  # What the next train record says once: this process's compile time.
+  unreported = {}  # What the next train record says once: this process's compile time and wire bytes.
   for done in range(start_step + 1, exp.num_steps + 1):
     batch = global_batch(next(batches), mesh)
     if done == start_step + 1:  # Compiled ahead of its first call, so that compiling is timed apart.
       started = time.perf_counter()
       train_step = train_step.lower(state, batch).compile()
-      unreported = {"compile_seconds": time.perf_counter() - started}
+      unreported = {"compile_seconds": time.perf_counter() - started, "wire_bytes_per_host": wire_bytes_per_host(train_step)}
     state, metrics = train_step(state, batch)
     pending.append(metrics)
     last = done == exp.num_steps
@@ -306,6 +308,14 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
       mark = time.perf_counter()
     report.advance(done)
   return state
+
+
+def wire_bytes_per_host(compiled) -> float:
+  """Bytes this process's devices send to other processes in one step: the step's collectives at
+  their bandwidth-optimal cost (:func:`signvote_jax.hlo.bytes_per_device`), those between the
+  devices of a process left out."""
+  network, _ = hlo.bytes_per_device(compiled.as_text(), jax.device_count(), jax.process_count())
+  return network * jax.local_device_count()
 
 
 def mean_over_periods(rows) -> np.ndarray:
