@@ -2,8 +2,9 @@
 
     python -m benchmarks.time_to_accuracy                 # the grid below, seed 0 (about 25 min on 2 cores)
     python -m benchmarks.time_to_accuracy --grid 4@1gbit --seeds 1 2 --resume  # adds seeds to today's result
-    python -m benchmarks.time_to_accuracy --quick         # M = 2 at 1 Gbit/s, two methods, few steps
+    python -m benchmarks.time_to_accuracy --quick         # M = 2 at 1 Gbit/s, three methods, few steps
     python -m benchmarks.time_to_accuracy --tune          # the learning-rate sweep behind WORKLOADS' rates
+    python -m benchmarks.time_to_accuracy --grid 4@1gbit --faulty-nan --resume  # one NaN worker, each method
 
 The question a user asks before choosing Signum with majority vote over SGD or Adam with an
 all-reduce: on my links, with my model, how long until the model is as good as I need?
@@ -21,6 +22,15 @@ float32 gradient a step), with its recipe but for the learning rate, which is ea
 (``WORKLOADS``, tuned by ``--tune``: at M = 4 on free links, the rate of ``TUNING_GRID`` that
 reaches 97 % test accuracy in the fewest steps).
 ``--workload resnet18_cifar10`` runs ResNet-18 on CIFAR-10 instead, where tfds has it prepared.
+
+Beside the JAX methods runs the peer a PyTorch user would pick instead (:mod:`benchmarks.ddp_peer`):
+DDP over gloo, with its plain all-reduce or the PowerSGD hook at rank 2 and 4 (Vogels et al., 2019),
+one process per host with one thread, on the same MLP, data split, batch size, recipe (SGD's, at
+SGD's rate) and links. Each compressed method is compared with its own framework's all-reduce,
+which keeps the comparison fair although the frameworks' steps differ; every run reports the bytes a
+host sends per step (the JAX trainer reads them from its compiled step, the peer computes them from
+the model's shapes). ``--faulty-nan`` makes the last host send NaN: what one such worker costs each
+method (a vote abstains on it, an average takes it in).
 
 Time is the trainer's own ``train_seconds``: wall time of the training steps with compilation
 included (also reported apart, ``compile_seconds``) and evaluation and checkpoints excluded; it
@@ -61,8 +71,15 @@ METHODS = {
     "sgd_allreduce": {"optimizer": "sgd"},
     "adam_allreduce": {"optimizer": "adam"},
 }
+# The peer a PyTorch user would pick instead (benchmarks/ddp_peer.py): DDP over gloo with its own
+# all-reduce, or with the PowerSGD hook; SGD's recipe and rate. method: (exchange, rank).
+PEERS = {"ddp_allreduce": ("allreduce", None), "ddp_powersgd_r2": ("powersgd", 2), "ddp_powersgd_r4": ("powersgd", 4)}
 SIGNUM = ("signum_alltoall", "signum_allgather", "signum_hierarchical")
 BASELINES = ("sgd_allreduce", "adam_allreduce")
+# Each compressed method against its own framework's all-reduce.
+ALL_METHODS = (*METHODS, *PEERS)
+OWN_ALLREDUCE = {**{m: "sgd_allreduce" for m in (*SIGNUM, "lion_alltoall")},
+                 **{m: "ddp_allreduce" for m in PEERS if m != "ddp_allreduce"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,19 +112,40 @@ def steps_for(steps_at_4: int, hosts: int) -> int:
 
 
 def devices_per_host(method: str) -> int:
-  return DEVICES_PER_HOST if METHODS[method].get("strategy") == "hierarchical" else 1
+  return DEVICES_PER_HOST if METHODS.get(method, {}).get("strategy") == "hierarchical" else 1
+
+
+def optimizer_of(method: str) -> str:
+  """Whose learning rate a method takes: the JAX trainer's optimizer; SGD's for the DDP peers."""
+  return "sgd" if method in PEERS else METHODS[method]["optimizer"]
 
 
 def overrides(workload: Workload, method: str, hosts: int, seed: int, steps: int, learning_rate: float,
-              data_dir: str) -> dict:
+              data_dir: str, fault: str = "") -> dict:
   """The trainer's config fields of one run, on top of the workload's config."""
   per_host = devices_per_host(method)
   fields = {**METHODS[method], "num_workers": hosts * per_host, "per_worker_batch_size": BATCH_PER_HOST // per_host,
             "learning_rate": learning_rate, "seed": seed, "num_steps": steps, "eval_every": workload.eval_every,
             "log_every": workload.eval_every, "checkpoint_every": 0, "progress_bar": False}
+  if fault:  # The last host's workers; for hierarchical, one of them poisons its host's sum.
+    fields.update({"faults.kind": fault, "faults.num_faulty": 1})
   if data_dir:
     fields["data_dir"] = data_dir
   return fields
+
+
+def command(workload: Workload, method: str, hosts: int, seed: int, steps: int, learning_rate: float,
+            data_dir: str, fault: str, workdir: pathlib.Path) -> list[str]:
+  """A host's command line: ``python -m train`` with the run's config, or the DDP peer."""
+  if method in PEERS:
+    comm, rank = PEERS[method]
+    config = pathlib.Path(workload.config).stem
+    return [sys.executable, "-m", "benchmarks.ddp_peer", f"--workdir={workdir}", f"--comm={comm}", f"--rank={rank or 1}",
+            f"--config={config}", f"--learning-rate={learning_rate}", f"--batch={BATCH_PER_HOST}", f"--num-steps={steps}",
+            f"--eval-every={workload.eval_every}", f"--seed={seed}", *(["--faulty-nan"] if fault else [])]
+  fields = overrides(workload, method, hosts, seed, steps, learning_rate, data_dir, fault)
+  return [sys.executable, "-m", "train", f"--config={ROOT / workload.config}", f"--workdir={workdir}",
+          *(f"--config.{k}={v}" for k, v in fields.items())]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,20 +160,21 @@ def _records(workdir: pathlib.Path) -> list[dict]:
   return [json.loads(line) for line in text.splitlines() if line.endswith("}")]  # A line being written is skipped.
 
 
-def train_job(net, hosts: int, config_file: str, fields: dict, max_seconds: float, timeout: float) -> dict:
-  """Runs one job to its end, or stops it once it has trained ``max_seconds``; its metrics records."""
+def train_job(net, hosts: int, make_command, max_seconds: float, timeout: float) -> dict:
+  """Runs one job (``make_command(workdir)``: each host's command line) to its end, or stops it once it
+  has trained ``max_seconds``; its metrics records."""
   from train import launch  # pylint: disable=import-outside-toplevel
 
   with tempfile.TemporaryDirectory() as workdir:
     workdir = pathlib.Path(workdir)
     port = launch.free_port()
-    flags = [f"--config={ROOT / config_file}", f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in fields.items())]
+    argv = make_command(workdir)
     processes, logs = [], [None] + [workdir / f"host{host}.log" for host in range(1, hosts)]
     for host in range(hosts):
       env = cluster.host_environment(net, port, hosts, host)
       # Host 0 speaks on this terminal (its error line, if any); the others into files, shown on failure.
       with open(logs[host] or os.devnull, "w", encoding="utf-8") as stderr:
-        processes.append(subprocess.Popen([*net.prefix(host), sys.executable, "-m", "train", *flags], env=env,
+        processes.append(subprocess.Popen([*net.prefix(host), *argv], env=env,
                                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None if host == 0 else stderr,
                                           start_new_session=True))
     started, capped, failed = time.monotonic(), False, []
@@ -148,7 +187,7 @@ def train_job(net, hosts: int, config_file: str, fields: dict, max_seconds: floa
           capped = True
           break
         if time.monotonic() - started > timeout:
-          raise TimeoutError(f"time_to_accuracy: a job ran past --timeout={timeout} s: {fields}")
+          raise TimeoutError(f"time_to_accuracy: a job ran past --timeout={timeout} s: {argv}")
         time.sleep(0.2)
     finally:
       for p in processes:
@@ -176,6 +215,8 @@ def summarize(records: list[dict], targets, eval_split: str = "test") -> dict:
   train = [r for r in records if r["split"] == "train"]
   row = {"steps": train[-1]["step"] if train else 0,
          "compile_seconds": next((r["compile_seconds"] for r in train if "compile_seconds" in r), None),
+         # Bytes a host sends per step (bandwidth-optimal collectives), as the run reported them.
+         "wire_bytes_per_host": next((r["wire_bytes_per_host"] for r in train if "wire_bytes_per_host" in r), None),
          "final_accuracy": evals[-1]["accuracy"] if evals else None,
          "curve": {"step": [r["step"] for r in evals], "train_seconds": [r["train_seconds"] for r in evals],
                    "accuracy": [r["accuracy"] for r in evals]}}
@@ -196,7 +237,8 @@ def add_projections(rows: list[dict], targets) -> None:
       name = target_name(target)
       if r[f"seconds_to_{name}"] is not None or r["step_seconds"] is None:
         continue
-      steps = [o[f"steps_to_{name}"] for o in rows if (o["method"], o["hosts"], o["seed"]) == (r["method"], r["hosts"], r["seed"])
+      steps = [o[f"steps_to_{name}"] for o in rows
+               if (o["method"], o["hosts"], o["seed"], o.get("fault", "")) == (r["method"], r["hosts"], r["seed"], r.get("fault", ""))
                and o[f"steps_to_{name}"] is not None]
       if steps and r["curve"]["step"]:
         trained, seconds = r["curve"]["step"][-1], r["curve"]["train_seconds"][-1]
@@ -213,7 +255,9 @@ def seconds_to(row: dict, name: str):
 
 
 def speedups(rows: list[dict], name: str) -> list[dict]:
-  """Per link and M: the best Signum strategy against each baseline, the median over seeds."""
+  """Per link and M: the best Signum strategy against each baseline, the median over seeds (runs
+  without a fault)."""
+  rows = [r for r in rows if not r.get("fault")]
   out = []
   for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=cluster.setting_order):
     mine = [r for r in rows if (r["hosts"], r["link"]) == (hosts, link)]
@@ -234,6 +278,38 @@ def speedups(rows: list[dict], name: str) -> list[dict]:
   return out
 
 
+def own_speedups(rows: list[dict], name: str) -> list[dict]:
+  """Per link and M, each compressed method against its own framework's all-reduce (Signum and Lion
+  against the JAX trainer's SGD, PowerSGD against DDP's all-reduce): the median over seeds of the
+  all-reduce's time to the target over the method's, with both times and the bytes a host sends."""
+  rows = [r for r in rows if not r.get("fault")]
+  out = []
+  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=cluster.setting_order):
+    mine = [r for r in rows if (r["hosts"], r["link"]) == (hosts, link)]
+    for method, baseline in OWN_ALLREDUCE.items():
+      factors, times, base_times, projected = [], [], [], False
+      for seed in sorted({r["seed"] for r in mine}):
+        run = next((r for r in mine if (r["method"], r["seed"]) == (method, seed)), None)
+        base = next((r for r in mine if (r["method"], r["seed"]) == (baseline, seed)), None)
+        if run is None or base is None:
+          continue
+        (t, p), (b, q) = seconds_to(run, name), seconds_to(base, name)
+        if t is not None and b is not None:
+          factors.append(b / t)
+          times.append(t)
+          base_times.append(b)
+          projected |= p or q
+      runs = [r for r in mine if r["method"] in (method, baseline)]
+      if factors:
+        wire = {m: next((r["wire_bytes_per_host"] for r in runs if r["method"] == m and r.get("wire_bytes_per_host")), None)
+                for m in (method, baseline)}
+        out.append({"hosts": hosts, "link": link, "method": method, "baseline": baseline,
+                    "seconds": statistics.median(times), "baseline_seconds": statistics.median(base_times),
+                    "speedup": statistics.median(factors), "projected": projected,
+                    "wire_bytes_per_host": wire[method], "baseline_wire_bytes_per_host": wire[baseline]})
+  return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Results.
 
@@ -245,11 +321,12 @@ def _cell(value, fmt, projected=None):
 
 
 def table(rows: list[dict], targets) -> str:
+  rows = [r for r in rows if not r.get("fault")]
   low, high = map(target_name, targets)
   lines = [f"| M | link | method | lr | s to {low} % | s to {high} % | steps to {high} % | compile s | step ms | final acc. |",
            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   groups = sorted({(r["hosts"], r["link"], r["method"]) for r in rows},
-                  key=lambda k: cluster.setting_order((*k[:2], list(METHODS).index(k[2]))))
+                  key=lambda k: cluster.setting_order((*k[:2], list(ALL_METHODS).index(k[2]))))
   for hosts, link, method in groups:
     mine = [r for r in rows if (r["hosts"], r["link"], r["method"]) == (hosts, link, method)]
 
@@ -276,6 +353,30 @@ def _failures(rows: list[dict]) -> str:
   return f" ({len(failed)} of {len(rows)} failed, exit {failed[0]['exit_status']})" if failed else ""
 
 
+def own_speedup_table(factors: list[dict], name: str) -> str:
+  lines = [f"| M | link | method | s to {name} % | its own all-reduce | s to {name} % | sooner | MB a step | "
+           "of the all-reduce's |", "|---:|---|---|---:|---|---:|---:|---:|---:|"]
+  for f in factors:
+    wire, base_wire = f["wire_bytes_per_host"], f["baseline_wire_bytes_per_host"]
+    share = f"1/{base_wire / wire:.0f}" if wire and base_wire else "n/a"
+    mark = ("(", ")") if f["projected"] else ("", "")
+    lines.append(f"| {f['hosts']} | {f['link']} | {f['method']} | {f['seconds']:.1f} | {f['baseline']} | "
+                 f"{f['baseline_seconds']:.1f} | {mark[0]}{f['speedup']:.2f}x{mark[1]} | "
+                 f"{'n/a' if wire is None else f'{wire / 1e6:.2f}'} | {share} |")
+  return "\n".join(lines)
+
+
+def fault_table(rows: list[dict], targets) -> str:
+  """The runs with a faulty worker: what one NaN worker does to each method."""
+  high = target_name(targets[-1])
+  faulty = [r for r in rows if r.get("fault")]
+  lines = [f"| M | link | method | fault | s to {high} % | final acc. |", "|---:|---|---|---|---:|---:|"]
+  for r in sorted(faulty, key=lambda r: (cluster.setting_order((r["hosts"], r["link"])), list(ALL_METHODS).index(r["method"]))):
+    lines.append(f"| {r['hosts']} | {r['link']} | {r['method']} | one {r['fault']} worker of {r['hosts']} | "
+                 f"{_cell(r[f'seconds_to_{high}'], '{:.1f}')} | {_cell(r['final_accuracy'], '{:.1%}')} |")
+  return "\n".join(lines)
+
+
 def speedup_table(factors: list[dict], name: str) -> str:
   lines = [f"| M | link | best Signum strategy | sooner to {name} % than SGD | than Adam |", "|---:|---|---|---:|---:|"]
   for hosts, link in sorted({(f["hosts"], f["link"]) for f in factors}, key=cluster.setting_order):
@@ -292,11 +393,11 @@ def plot(rows: list[dict], target: float):
   settings = sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0] != 4, cluster.setting_order(k)))
   fig, axs = results.figure(1, len(settings), (4.2 * len(settings), 3.4), sharey=True)
   for ax, (hosts, link) in zip(axs[0], settings):
-    for i, method in enumerate(METHODS):
-      mine = [r for r in rows if (r["hosts"], r["link"], r["method"]) == (hosts, link, method)]
+    for i, method in enumerate(ALL_METHODS):
+      mine = [r for r in rows if (r["hosts"], r["link"], r["method"]) == (hosts, link, method) and not r.get("fault")]
       for j, r in enumerate(mine):
         ax.plot(r["curve"]["train_seconds"], r["curve"]["accuracy"], color=f"C{i}", lw=1, alpha=0.8,
-                label=method if j == 0 else None)
+                ls="--" if method in PEERS else "-", label=method if j == 0 else None)
     ax.axhline(target, color="k", lw=0.5, ls="--")
     ax.set(title=f"M = {hosts} hosts, {link}", xlabel="training seconds (compile included)", xscale="log",
            ylim=(max(0.0, target - 0.4), 1.0))
@@ -309,12 +410,18 @@ def plot(rows: list[dict], target: float):
 # The grid, and the learning-rate sweep.
 
 
+def run_key(row: dict) -> tuple:
+  """What tells runs apart: method, link, hosts, seed, and the fault ("" for none)."""
+  return row["method"], row["link"], row["hosts"], row["seed"], row.get("fault", "")
+
+
 def run_grid(mode: str, args, earlier: list[dict]) -> list[dict]:
   """Every run of the grid; those of ``earlier`` (``--resume``) are kept, not run again, and so are
-  its runs outside this grid (another invocation's settings or seeds)."""
+  its runs outside this grid (another invocation's settings, seeds or fault)."""
   workload = WORKLOADS[args.workload]
-  planned = {(m, l, h, s) for h, l in args.grid for m in args.methods for s in args.seeds}
-  rows = [r for r in earlier if (r["method"], r["link"], r["hosts"], r["seed"]) not in planned]
+  fault = "nan" if args.faulty_nan else ""
+  planned = {(m, l, h, s, fault) for h, l in args.grid for m in args.methods for s in args.seeds}
+  rows = [r for r in earlier if run_key(r) not in planned]
   by_hosts = {}
   for hosts, link in args.grid:
     by_hosts.setdefault(hosts, []).append(link)
@@ -324,21 +431,24 @@ def run_grid(mode: str, args, earlier: list[dict]) -> list[dict]:
         net.set_rate(link)
         for method in args.methods:
           for seed in args.seeds:
-            lr, num_steps = workload.learning_rates[METHODS[method]["optimizer"]], steps_for(args.steps, hosts)
-            done = [r for r in earlier if (r["method"], r["link"], r["hosts"], r["seed"], r["learning_rate"],
-                                           r.get("num_steps")) == (method, link, hosts, seed, lr, num_steps)]
+            lr, num_steps = workload.learning_rates[optimizer_of(method)], steps_for(args.steps, hosts)
+            done = [r for r in earlier if run_key(r) == (method, link, hosts, seed, fault)
+                    and (r["learning_rate"], r.get("num_steps")) == (lr, num_steps)]
             if done:
               rows.append(done[0])
               continue
-            fields = overrides(workload, method, hosts, seed, num_steps, lr, args.data_dir)
-            job = train_job(net, hosts, workload.config, fields, args.max_seconds, args.timeout)
+            argv = lambda workdir, m=method, s=seed: command(workload, m, hosts, s, num_steps, lr, args.data_dir, fault,  # pylint: disable=unnecessary-lambda-assignment
+                                                              workdir)
+            job = train_job(net, hosts, argv, args.max_seconds, args.timeout)
             row = {"method": method, "link": link, "hosts": hosts, "devices_per_host": devices_per_host(method),
-                   "seed": seed, "learning_rate": lr, "num_steps": num_steps, "stopped_at_max_seconds": job["stopped_at_max_seconds"],
-                   "exit_status": job["exit_status"], **summarize(job["records"], workload.targets)}
+                   "seed": seed, "fault": fault, "learning_rate": lr, "num_steps": num_steps,
+                   "stopped_at_max_seconds": job["stopped_at_max_seconds"], "exit_status": job["exit_status"],
+                   **summarize(job["records"], workload.targets)}
             rows.append(row)
             high = target_name(workload.targets[-1])
-            print(f"M={hosts} {link} {method} seed {seed}: {high} % after {row[f'seconds_to_{high}']} s "
-                  f"(step {row[f'steps_to_{high}']}), final {row['final_accuracy']}", flush=True)
+            print(f"M={hosts} {link} {method}{' ' + fault if fault else ''} seed {seed}: {high} % after "
+                  f"{row[f'seconds_to_{high}']} s (step {row[f'steps_to_{high}']}), final {row['final_accuracy']}",
+                  flush=True)
   add_projections(rows, workload.targets)
   return rows
 
@@ -359,8 +469,9 @@ def tune(args, earlier: list[dict]) -> list[dict]:
           if done:
             rows.append(done[0])
             continue
-          fields = overrides(workload, method, 4, seed, args.steps, lr, args.data_dir)
-          job = train_job(net, 4, workload.config, fields, float("inf"), args.timeout)
+          argv = lambda workdir, m=method, s=seed, r=lr: command(workload, m, 4, s, args.steps, r, args.data_dir, "",  # pylint: disable=unnecessary-lambda-assignment
+                                                                  workdir)
+          job = train_job(net, 4, argv, float("inf"), args.timeout)
           row = {"optimizer": optimizer, "method": method, "learning_rate": lr, "seed": seed,
                  "exit_status": job["exit_status"], **summarize(job["records"], workload.targets)}
           rows.append(row)
@@ -402,7 +513,9 @@ def _grid_entry(text: str) -> tuple[int, str]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--grid", type=_grid_entry, nargs="+", default=list(GRID), help="HOSTS@LINK settings")
-  parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+  parser.add_argument("--methods", nargs="+", choices=list(ALL_METHODS), default=list(ALL_METHODS))
+  parser.add_argument("--faulty-nan", action="store_true",
+                      help="the last host's worker sends NaN (faults.kind=nan; the DDP peer's --faulty-nan)")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0])
   parser.add_argument("--steps", type=int, default=50,
                       help="steps of a run at 4 hosts, at most (M hosts: 4/M times as many, the same examples)")
@@ -411,7 +524,8 @@ def main(argv=None):
   parser.add_argument("--data-dir", default="", help="tfds data dir (default: tfds' own)")
   parser.add_argument("--network", choices=cluster.NETWORK_MODES, default="auto")
   parser.add_argument("--timeout", type=float, default=600, help="seconds before a job's processes are stopped")
-  parser.add_argument("--quick", action="store_true", help="M = 2 at 1gbit, signum_alltoall and sgd_allreduce, 20 steps")
+  parser.add_argument("--quick", action="store_true",
+                      help="M = 2 at 1gbit, signum_alltoall, sgd_allreduce and ddp_powersgd_r4, 20 steps")
   parser.add_argument("--tune", action="store_true", help="the learning-rate sweep (free links, M = 4)")
   parser.add_argument("--resume", action="store_true",
                       help="keep the runs of today's result in --out made with the same settings; run the others")
@@ -419,7 +533,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.quick:
     # 20 steps at 2 hosts (10 at 4).
-    args.grid, args.methods, args.steps, args.max_seconds = [(2, "1gbit")], ["signum_alltoall", "sgd_allreduce"], 10, 60.0
+    args.grid, args.methods, args.steps, args.max_seconds = ([(2, "1gbit")], ["signum_alltoall", "sgd_allreduce",
+                                                                               "ddp_powersgd_r4"], 10, 60.0)
   if args.workload == "resnet18_cifar10":
     _check_cifar10(args.data_dir, parser)
   _prepare_digits(args.data_dir)
@@ -438,12 +553,12 @@ def main(argv=None):
     return None
   rows = run_grid(mode, args, _earlier(out, "time_to_accuracy", args, {"network": mode, "max_seconds": args.max_seconds}))
   high = target_name(workload.targets[-1])
-  factors = speedups(rows, high)
+  factors, own = speedups(rows, high), own_speedups(rows, high)
   settings = sorted({(r["hosts"], r["link"], r["seed"]) for r in rows}, key=cluster.setting_order)
   meta = {"workload": args.workload, "network": mode, "runs": [f"{h}@{l} seed {s}" for h, l, s in settings],
           "steps": args.steps, "max_seconds": args.max_seconds,
           "eval_every": workload.eval_every, "batch_per_host": BATCH_PER_HOST,
-          "learning_rates": workload.learning_rates, "speedups": factors}
+          "learning_rates": workload.learning_rates, "speedups": factors, "own_speedups": own}
   seeds = {f"{h}@{l}": sorted({s for h2, l2, s in settings if (h2, l2) == (h, l)}) for h, l, _ in settings}
   markdown = (f"Workload **{args.workload}**, network **{mode}** ({cluster.HOW[mode]}); seeds {seeds}, "
               f"medians over them. A run stops after {args.steps} steps at 4 hosts (as many examples at M "
@@ -451,7 +566,11 @@ def main(argv=None):
               "Seconds are training time (compilation included, evaluation excluded); a time in parentheses "
               "is projected (the target was reached by the same method and seed on another link, at the "
               "step time measured here); never: not reached and nothing to project from.\n\n"
-              f"{speedup_table(factors, high)}\n\n{table(rows, workload.targets)}")
+              f"{speedup_table(factors, high)}\n\nEach compressed method against its own framework's "
+              "all-reduce (JAX: SGD over `mean_allreduce`; PyTorch: DDP's), and the bytes a host sends a "
+              f"step (bandwidth-optimal collectives):\n\n{own_speedup_table(own, high)}\n\n"
+              f"{table(rows, workload.targets)}"
+              + (f"\n\nOne faulty worker:\n\n{fault_table(rows, workload.targets)}" if any(r.get("fault") for r in rows) else ""))
   return results.write("time_to_accuracy", meta, rows, markdown,
                        lambda rows: plot(rows, workload.targets[-1]), out)
 

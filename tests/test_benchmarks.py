@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import cluster, convergence, kernels, robustness, time_to_accuracy, wire_bytes
+from benchmarks import cluster, convergence, ddp_peer, kernels, robustness, step, time_to_accuracy, wire_bytes
 
 
 def _written(tmp_path, name):
@@ -29,6 +29,22 @@ def test_kernel_benchmark_quick(tmp_path):
   assert all(r["seconds"] > 0 and r["bytes"] > 0 for r in rows)
   saved, _ = _written(tmp_path, "kernels")
   assert saved["rows"] == rows
+
+
+def test_step_benchmark_quick(tmp_path):
+  """Every variant of both tables timed, with its compile time and what its compiled step holds."""
+  rows = step.main(["--quick", "--per-round", "1", "--out", str(tmp_path)])
+  saved, _ = _written(tmp_path, "step")
+  assert saved["rows"] == rows
+  one = [r for r in rows if r["table"] == "one device"]
+  assert {(r["tree"], r["method"]) for r in one} == {(t, m) for t in step.trees(True) for m in step.ONE_DEVICE}
+  assert [r["method"] for r in rows if r["table"] == "voting"] == list(step.VOTING)
+  for r in rows:
+    assert r["seconds"] > 0 and r["compile_seconds"] > 0 and r["bytes_per_coordinate"] > 0 and r["fusions"] > 0
+  reference = [r for r in rows if r["method"] in ("optax_signum", "sgd_allreduce")]
+  assert all(r["ratio"] == 1.0 for r in reference)
+  # No copy of a leaf in Signum's steps (Lion's, like optax.lion's, keeps one: tests/test_step_structure.py).
+  assert all(r["float_copies"] == [] for r in rows if r["method"] == "sv_signum" or r["method"].startswith("signum_"))
 
 
 def _expected_bytes(sizes, method, m):
@@ -144,20 +160,36 @@ def test_cluster_rejects_a_bad_rate():
 
 
 def test_time_to_accuracy_quick(data_dir, tmp_path):
-  """Two host processes of ``python -m train`` behind capped links, Signum's vote against SGD's all-reduce."""
+  """Two host processes of ``python -m train`` behind capped links, Signum's vote against SGD's all-reduce,
+  and the PyTorch peer (DDP with PowerSGD) on the same links."""
   time_to_accuracy.main(["--quick", "--data-dir", data_dir, "--timeout", "300", "--out", str(tmp_path)])
   saved, result = _written(tmp_path, "time_to_accuracy")
   assert result.with_suffix(".png").exists() and saved["network"] in ("netns", "capped-loopback", "uncapped-loopback")
   assert [(r["method"], r["link"], r["hosts"], r["seed"]) for r in saved["rows"]] == [
-      ("signum_alltoall", "1gbit", 2, 0), ("sgd_allreduce", "1gbit", 2, 0)]
+      ("signum_alltoall", "1gbit", 2, 0), ("sgd_allreduce", "1gbit", 2, 0), ("ddp_powersgd_r4", "1gbit", 2, 0)]
+  wire = {r["method"]: r["wire_bytes_per_host"] for r in saved["rows"]}
+  # The digits_wide MLP at M = 2: a float32 ring all-reduce sends 2 (M-1)/M x 4 bytes a parameter.
+  assert wire["sgd_allreduce"] == pytest.approx(4 * 10_483_210)
+  assert wire["ddp_powersgd_r4"] == pytest.approx(4 * (4 * (64 + 3200) + 4 * (3200 + 3200) + 4 * (3200 + 10) + 3200 * 2 + 10))
+  assert 0 < wire["signum_alltoall"] < wire["sgd_allreduce"] / 20
   for r in saved["rows"]:
     curve = r["curve"]
     assert r["steps"] == 20 and curve["step"] == [5, 10, 15, 20] and r["final_accuracy"] == curve["accuracy"][-1]
-    assert 0 < r["compile_seconds"] < curve["train_seconds"][0] and np.all(np.diff(curve["train_seconds"]) > 0)
+    # PyTorch's eager steps compile nothing.
+    assert (r["compile_seconds"] == 0 if r["method"] in time_to_accuracy.PEERS else r["compile_seconds"] > 0)
+    assert r["compile_seconds"] < curve["train_seconds"][0] and np.all(np.diff(curve["train_seconds"]) > 0)
     for name in ("95", "97"):  # Null, or the first evaluation at the target.
       first = next((i for i, a in enumerate(curve["accuracy"]) if a >= int(name) / 100), None)
       assert r[f"steps_to_{name}"] == (None if first is None else curve["step"][first])
       assert r[f"seconds_to_{name}"] == (None if first is None else curve["train_seconds"][first])
+
+
+def test_ddp_peer_wire_bytes_follow_powersgd():
+  """PowerSGD sends the rank-r factors of the matrices it compresses (n x m -> (n + m) r floats, where
+  that is less than half) and the rest as it is; a ring all-reduce costs 2 (M - 1) / M of it."""
+  shapes = [(3200, 64), (3200,), (10, 3200), (10,), (3, 3)]
+  assert ddp_peer.wire_bytes(shapes, 4, "allreduce", 4) == 1.5 * 4 * (3200 * 64 + 3200 + 32000 + 10 + 9)
+  assert ddp_peer.wire_bytes(shapes, 4, "powersgd", 4) == 1.5 * 4 * ((3200 + 64) * 4 + 3200 + (10 + 3200) * 4 + 10 + 9)
 
 
 def _records(steps, seconds, accuracies, compile_seconds=1.0):
