@@ -98,11 +98,14 @@ def one_device_step(method: str, shapes) -> Step:
   opt = one_device_optimizer(method)
   params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
 
-  def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
+  def build():  # A new function each time, so that each compilation starts from scratch.
+    def step(params, state, grads):
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
 
-  return Step(lambda: jax.jit(step, donate_argnums=(0, 1)), params, opt.init(params), (_random_tree(shapes, 0),))
+    return jax.jit(step, donate_argnums=(0, 1))
+
+  return Step(build, params, opt.init(params), (_random_tree(shapes, 0),))
 
 
 def voting_step(method: str, shapes, num_workers: int) -> Step:

@@ -6,9 +6,13 @@ Every function here works on flat arrays with the bit layout fixed in DESIGN.md:
 votes on it; where it has nothing to say (zero or non-finite) inside a word it votes on, it sends an
 unbiased filler bit.
 
-Each function takes ``impl="auto" | "jax" | "triton"``. ``"jax"`` is the pure-JAX reference that runs
-everywhere; ``"triton"`` runs a Triton kernel through ``jax_triton`` on a GPU; ``"auto"`` picks Triton
-when the computation is lowered for a GPU and ``jax_triton`` imports, and JAX otherwise.
+The pure-JAX functions are written for XLA's fusion: a leaf's ballot is one pass over it, into
+which XLA fuses whatever computes the leaf (the momentum), and everything after that works on
+words. :func:`pack_signs`, :func:`vote_planes` and :func:`majority` also have Triton twins and take
+``impl="auto" | "jax" | "triton"``: ``"jax"`` is the pure-JAX version that runs everywhere;
+``"triton"`` runs the Triton kernel through ``jax_triton`` on a GPU; ``"auto"`` picks Triton when the
+computation is lowered for a GPU and ``jax_triton`` imports, and JAX otherwise. The ballot has no
+Triton twin: a custom kernel would need the momentum written out before it could read it.
 """
 
 from .dispatch import IMPLS, triton_impls
