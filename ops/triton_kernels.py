@@ -85,10 +85,16 @@ def _grid(num_words: int):
   return (triton.cdiv(num_words, BLOCK_WORDS),)
 
 
-def _call(*args, **kwargs):
+def launcher():
+  """``jax_triton.triton_call``, imported here: it needs a GPU build of jaxlib. The interpreter tests
+  put a stand-in with its calling convention in its place, to run the wrappers below on the CPU."""
   import jax_triton  # pylint: disable=import-outside-toplevel
 
-  return jax_triton.triton_call(*args, BLOCK_WORDS=BLOCK_WORDS, **kwargs)
+  return jax_triton.triton_call
+
+
+def _call(*args, **kwargs):
+  return launcher()(*args, BLOCK_WORDS=BLOCK_WORDS, **kwargs)
 
 
 def pack_signs(x: jax.Array) -> jax.Array:
