@@ -125,11 +125,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lines(workdir, *, timed=False):
-  """The records of a run's metrics.jsonl; without their wall times unless ``timed``, as those differ run to run."""
+  """The records of a run's metrics.jsonl.
+
+  Without unless ``timed`` the fields that describe one launch rather than the training: wall times, and the
+  wire bytes of the compiled step (which a resumed run reports again and which depend on how many processes ran).
+  """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  timings = ("train_seconds", "compile_seconds")
-  return records if timed else [{k: v for k, v in r.items() if k not in timings} for r in records]
+  per_launch = ("train_seconds", "compile_seconds", "wire_bytes_per_host")
+  return records if timed else [{k: v for k, v in r.items() if k not in per_launch} for r in records]
 
 
 def final_state(workdir, step):

@@ -31,6 +31,8 @@ def test_two_processes_train_exactly_like_one(digits_config, tmp_path):
     two = json.load(f)
   assert two["num_processes"] == 2 and len(two["devices"]) == 4 and summary["num_processes"] == 1
   assert harness.lines(tmp_path / "two") == harness.lines(tmp_path / "one")  # Losses, accuracies, votes: all equal.
+  first = [harness.lines(tmp_path / run, timed=True)[0] for run in ("two", "one")]
+  assert first[0]["wire_bytes_per_host"] > 0 == first[1]["wire_bytes_per_host"]  # One host sends nothing over a network.
   for a, b in zip(jax.tree.leaves(harness.final_state(tmp_path / "two", 20)), jax.tree.leaves(harness.final_state(tmp_path / "one", 20))):
     np.testing.assert_array_equal(a, b)
 

@@ -9,16 +9,15 @@ import pytest
 
 from signvote_jax import hlo
 from tests import harness
+from tests.conftest import checkpointed_config
 from configs import default, digits
 from train import checkpoints, config_checks, input_pipeline, train
 from train.errors import ConfigError
 
 
-def test_main_config_reaches_95_percent_and_writes_its_files(data_dir, tmp_path):
+def test_main_config_reaches_95_percent_and_writes_its_files(main_run):
   """The README's main job, exactly as configured (only the data dir moved)."""
-  config = digits.get_config()
-  config.data_dir, config.progress_bar = data_dir, False
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  config, summary, tmp_path = main_run
   assert summary["test_accuracy"] >= 0.95
   assert summary["steps"] == config.num_steps and len(summary["devices"]) == 8
   assert summary["suspected_workers"] == []
@@ -143,14 +142,14 @@ def _damage(path, how):
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
-def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(digits_config, tmp_path, capsys, how):
-  digits_config.num_steps, digits_config.checkpoint_every, digits_config.checkpoints_to_keep = 30, 10, 3
-  train.train_and_evaluate(digits_config, str(tmp_path))
+def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(data_dir, checkpointed_workdir,
+                                                                                   capsys, how):
+  tmp_path = checkpointed_workdir
   whole = harness.final_state(tmp_path, 30)
   _damage(_largest_file(tmp_path / "checkpoints" / "30" / "state"), how)
   capsys.readouterr()
 
-  summary = train.train_and_evaluate(digits_config, str(tmp_path))
+  summary = train.train_and_evaluate(checkpointed_config(data_dir), str(tmp_path))
   reported = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
   assert len(reported) == 1 and "checkpoint of step 30" in reported[0], reported
   assert summary["resumed_from_step"] == 20
@@ -158,22 +157,19 @@ def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_befor
     np.testing.assert_array_equal(a, b)
 
 
-def test_no_intact_checkpoint_is_one_error_naming_the_folder(digits_config, tmp_path):
-  digits_config.num_steps, digits_config.checkpoint_every = 20, 10
-  train.train_and_evaluate(digits_config, str(tmp_path))
-  for step in ("10", "20"):
-    _damage(_largest_file(tmp_path / "checkpoints" / step / "state"), "flip")
-  with pytest.raises(ConfigError, match=f"no intact checkpoint in {tmp_path}/checkpoints"):
-    train.train_and_evaluate(digits_config, str(tmp_path))
+def test_no_intact_checkpoint_is_one_error_naming_the_folder(data_dir, checkpointed_workdir):
+  for step in ("10", "20", "30"):
+    _damage(_largest_file(checkpointed_workdir / "checkpoints" / step / "state"), "flip")
+  with pytest.raises(ConfigError, match=f"no intact checkpoint in {checkpointed_workdir}/checkpoints"):
+    train.train_and_evaluate(checkpointed_config(data_dir), str(checkpointed_workdir))
 
 
 class Interrupted(Exception):
   pass
 
 
-def test_interrupted_run_resumes_to_bit_identical_state(digits_config, tmp_path, monkeypatch):
-  digits_config.num_steps, digits_config.checkpoint_every = 30, 10
-  train.train_and_evaluate(digits_config, str(tmp_path / "whole"))
+def test_interrupted_run_resumes_to_bit_identical_state(data_dir, checkpointed_run, tmp_path, monkeypatch):
+  digits_config = checkpointed_config(data_dir)
 
   real_batches = train.input_pipeline.train_batches
 
@@ -191,19 +187,18 @@ def test_interrupted_run_resumes_to_bit_identical_state(digits_config, tmp_path,
   summary = train.train_and_evaluate(digits_config, str(tmp_path / "resumed"))
 
   assert summary["resumed_from_step"] == 20
-  whole, resumed = harness.final_state(tmp_path / "whole", 30), harness.final_state(tmp_path / "resumed", 30)
+  whole, resumed = harness.final_state(checkpointed_run, 30), harness.final_state(tmp_path / "resumed", 30)
   assert jax.tree.structure(whole) == jax.tree.structure(resumed)
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
-  assert harness.lines(tmp_path / "whole") == harness.lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
+  assert harness.lines(checkpointed_run) == harness.lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
 
 
-def test_workdir_of_another_config_is_refused(digits_config, tmp_path):
-  digits_config.num_steps = 5
-  train.train_and_evaluate(digits_config, str(tmp_path))
-  digits_config.learning_rate = 1e-2
+def test_workdir_of_another_config_is_refused(data_dir, checkpointed_workdir):
+  config = checkpointed_config(data_dir)
+  config.learning_rate = 1e-2
   with pytest.raises(ConfigError, match=r"different config \(learning_rate: 0.003 there, 0.01 here\)"):
-    train.train_and_evaluate(digits_config, str(tmp_path))
+    train.train_and_evaluate(config, str(checkpointed_workdir))
 
 
 def test_checkpoint_of_an_older_trainer_is_refused_not_removed():
@@ -216,11 +211,11 @@ def test_checkpoint_of_an_older_trainer_is_refused_not_removed():
     config_checks.check_resume(saved, config)
 
 
-def test_longer_run_continues_from_the_checkpoint(digits_config, tmp_path):
-  digits_config.num_steps = 10
-  train.train_and_evaluate(digits_config, str(tmp_path))
-  digits_config.num_steps = 20
-  assert train.train_and_evaluate(digits_config, str(tmp_path))["resumed_from_step"] == 10
+def test_longer_run_continues_from_the_checkpoint(data_dir, checkpointed_workdir):
+  config = checkpointed_config(data_dir)
+  config.num_steps = 40
+  summary = train.train_and_evaluate(config, str(checkpointed_workdir))
+  assert summary["resumed_from_step"] == 30 and summary["steps_trained"] == 10
 
 
 def test_checkpoint_every_zero_saves_nothing_and_a_rerun_starts_over(digits_config, tmp_path):
@@ -290,16 +285,17 @@ def test_remapping_the_state_of_three_workers_onto_five():
   assert int(out["opt_state"]["count"]) == 7 and (out["params"] == 1).all()
 
 
-def test_elastic_resume_on_four_then_six_workers(data_dir, tmp_path, capsys):
+def test_elastic_resume_on_four_then_six_workers(data_dir, main_run, tmp_path, capsys):
   """8 workers, then the same run resumed on 4, then on 6: it goes on, and ends as accurate (within
-  1 point) as the uninterrupted run on 8."""
+  1 point) as the uninterrupted run on 8 (the main job, whose checkpoints are every 100 steps too)."""
   def run(num_workers, num_steps, workdir):
     config = digits.get_config()
     config.data_dir, config.progress_bar, config.num_workers, config.num_steps = data_dir, False, num_workers, num_steps
     config.checkpoint_every = 100
     return train.train_and_evaluate(config, str(workdir))
 
-  whole = run(8, 300, tmp_path / "whole")
+  main_config, whole, _ = main_run
+  assert (main_config.num_steps, main_config.checkpoint_every) == (300, 100)
   run(8, 100, tmp_path / "elastic")
   run(4, 200, tmp_path / "elastic")
   assert "saved by 8 workers, on 4: new worker i takes the momentum of worker i mod 8" in capsys.readouterr().err
