@@ -8,7 +8,7 @@ import tempfile
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-from train import config_checks, train
+from train import train
 
 
 @contextlib.contextmanager
@@ -39,8 +39,7 @@ def run(config, overrides: dict) -> tuple[dict, list[dict]]:
   Returns the run's summary and the records of its metrics.jsonl.
   """
   config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    config_checks.set_field(config, key, value)
+  config.update_from_flattened_dict(overrides)
   config.progress_bar = False
   with tempfile.TemporaryDirectory() as workdir:
     summary = train.train_and_evaluate(config, workdir)

@@ -3,12 +3,13 @@
 import importlib
 import os
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
 from tests import harness
-from train import config_checks, train
+from train import config_checks, optimizers, train
 
 # Size overrides that keep each model small enough for a CPU test; everything else as configured.
 PAPER = {
@@ -62,8 +63,7 @@ def test_paper_config_runs_two_steps_on_mock_data(name, tmp_path):
   small = {"num_workers": workers, "per_worker_batch_size": 2, "eval_batch_size": 2 * workers, "num_steps": 2,
            "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "num_data_threads": 1,
            "data_dir": str(tmp_path / "data"), "progress_bar": False}
-  for key, value in {**small, **PAPER[name]}.items():
-    config_checks.set_field(config, key, value)
+  config.update_from_flattened_dict({**small, **PAPER[name]})
   if config.dataset == "wikitext103":
     config.manual_dir = harness.write_tiny_wikitext(tmp_path / "wikitext")
     summary = train.train_and_evaluate(config, str(tmp_path / "work"))
@@ -82,9 +82,16 @@ def test_baseline_differs_only_in_the_optimizer(name):
   assert {k for k in here if here[k] != there[k]} == allowed
 
 
-def test_imagenet_configs_are_the_papers():
+def test_imagenet_configs_train_with_the_papers_recipe():
+  """Bernstein et al. (2019), ResNet-50 on ImageNet: 7 workers of 128 images, learning rate 1e-4
+  warmed up linearly over 5 epochs and divided by 10 every 30, 80 epochs; read from the schedule
+  and the step count the trainer builds from the config (10 steps an epoch here)."""
   config = _get("resnet50_imagenet_signum")
-  assert (config.num_workers, config.per_worker_batch_size, config.learning_rate, config.b1, config.weight_decay,
-          config.warmup_epochs, config.lr_decay_every_epochs, config.num_epochs) == (7, 128, 1e-4, 0.9, 1e-4, 5, 30, 80)
+  learning_rate = optimizers.create_schedules(config, steps_per_epoch=10).learning_rate
+  steps = [0, 24, 49, 299, 300, 599, 600]
+  np.testing.assert_allclose([float(learning_rate(t)) for t in steps], [2e-6, 5e-5, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6],
+                             rtol=1e-5)
+  assert config.num_workers * config.per_worker_batch_size == 7 * 128 and config.num_epochs * 10 == 800
+  assert (config.optimizer, config.b1, config.weight_decay) == ("signum", 0.9, 1e-4)
   assert _get("alexnet_imagenet_signum").per_worker_batch_size == 64
   assert set(config_checks.flatten(config)) == set(config_checks.flatten(default.get_config()))

@@ -1,11 +1,15 @@
 """The trainer end to end on digits: each optimizer, faults, resuming, and its output files."""
 
+import hashlib
+import itertools
 import json
 import os
+import time
 
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from signvote_jax import hlo
 from tests import harness
@@ -43,6 +47,30 @@ def test_main_config_reaches_95_percent_and_writes_its_files(main_run):
   test_lines = [l for l in records if l["split"] == "test"]
   assert [l["step"] for l in test_lines] == list(range(config.eval_every, config.num_steps + 1, config.eval_every))
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == str(config.num_steps)
+
+
+def test_train_seconds_leave_out_evaluating_and_saving(digits_config, tmp_path, monkeypatch):
+  """With periods that are not multiples of each other (as in the ResNet configs), an evaluation or
+  a save in the middle of a log period is not training time. The clock is faked: every evaluation
+  and save takes 1000 s of it, everything else 1 ms a reading."""
+  digits_config.num_steps, digits_config.log_every, digits_config.eval_every, digits_config.checkpoint_every = 12, 5, 3, 4
+  readings, slow = itertools.count(), [0.0]
+  monkeypatch.setattr(time, "perf_counter", lambda: next(readings) * 1e-3 + slow[0])
+  real_evaluate, real_save = train.evaluate, checkpoints.Checkpointer.save
+
+  def evaluate(*args):
+    slow[0] += 1000.0
+    return real_evaluate(*args)
+
+  def save(*args):
+    slow[0] += 1000.0
+    return real_save(*args)
+
+  monkeypatch.setattr(train, "evaluate", evaluate)
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save)
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  seconds = [r["train_seconds"] for r in harness.lines(tmp_path, timed=True)]
+  assert slow[0] == 1000.0 * (4 + 3) and max(seconds) < 1000.0, seconds  # 4 evaluations, 3 saves.
 
 
 @pytest.mark.parametrize(
@@ -157,6 +185,16 @@ def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_befor
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_checkpoint_whose_stored_config_is_unreadable_is_kept_when_its_state_is_intact(
+    data_dir, checkpointed_workdir, capsys):
+  (checkpointed_workdir / "checkpoints" / "30" / "config" / "metadata").write_text("{not json")
+  config = checkpointed_config(data_dir)
+  config.num_steps = 31
+  summary = train.train_and_evaluate(config, str(checkpointed_workdir))
+  assert summary["resumed_from_step"] == 30
+  assert "the config stored with the checkpoint of step 30 is unreadable" in capsys.readouterr().err
+
+
 def test_no_intact_checkpoint_is_one_error_naming_the_folder(data_dir, checkpointed_workdir):
   for step in ("10", "20", "30"):
     _damage(_largest_file(checkpointed_workdir / "checkpoints" / step / "state"), "flip")
@@ -206,7 +244,7 @@ def test_checkpoint_of_an_older_trainer_is_refused_not_removed():
   config = default.get_config()
   saved = config_checks.config_to_json(config)
   del saved["replicas"], saved["faults"]["voter_kind"]
-  with pytest.raises(ConfigError, match=r"written by an older version of the trainer \(its config has no "
+  with pytest.raises(ConfigError, match=r"an older version of the trainer \(its config has no "
                                          r"faults.voter_kind, replicas\); resume it with that version"):
     config_checks.check_resume(saved, config)
 
@@ -225,6 +263,14 @@ def test_checkpoint_every_zero_saves_nothing_and_a_rerun_starts_over(digits_conf
   assert [r["step"] for r in harness.lines(tmp_path) if r["split"] == "test"] == [10]
   again = train.train_and_evaluate(digits_config, str(tmp_path))
   assert again["resumed_from_step"] == 0 and again["test_accuracy"] == first["test_accuracy"]
+
+  # Without checkpoints too, the workdir's results are its config's: another config is refused.
+  written = (tmp_path / "metrics.jsonl").read_bytes()
+  digits_config.optimizer = "adam"
+  with pytest.raises(ConfigError, match=r"the workdir's results came from a different config \(optimizer: "
+                                         r"'signum' there, 'adam' here\); use a new --workdir"):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  assert (tmp_path / "metrics.jsonl").read_bytes() == written
 
 
 @pytest.mark.parametrize(
@@ -283,6 +329,32 @@ def test_remapping_the_state_of_three_workers_onto_five():
   np.testing.assert_array_equal(out["model_state"]["mean"], np.full((5, 1), 3.0))
   assert np.isnan(out["opt_state"]["kappa"]).all() and out["opt_state"]["kappa"].shape == (5,)
   assert int(out["opt_state"]["count"]) == 7 and (out["params"] == 1).all()
+
+
+def test_the_checksum_is_summed_from_where_the_state_lives_whatever_its_layout():
+  """SHA-256 of each worker's row of a per-worker leaf and of each other leaf, summed modulo 2**256
+  (computed here with hashlib alone); the same whether the rows are spread over 4 devices or
+  replicated, and another for a changed bit or two swapped rows."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("workers",),
+                           axis_types=(jax.sharding.AxisType.Explicit,))
+  momentum, params = np.arange(4 * 3, dtype=np.float32).reshape(4, 3), np.array([0.5, -2.0], np.float32)
+  stacked = {"momentum": True, "params": False}
+
+  def placed(m, spec):
+    return {"momentum": jax.device_put(m, jax.sharding.NamedSharding(mesh, P(spec))),
+            "params": jax.device_put(params, jax.sharding.NamedSharding(mesh, P()))}
+
+  def unit(name, array):
+    digest = hashlib.sha256(f"{name}:{array.dtype}:{array.shape};".encode() + array.tobytes())
+    return int.from_bytes(digest.digest(), "big")
+
+  expected = (sum(unit(f"['momentum'][{i}]", row) for i, row in enumerate(momentum)) + unit("['params']", params)) % 2**256
+  assert checkpoints.fingerprint(placed(momentum, "workers"), stacked) == f"{expected:064x}"
+  assert checkpoints.fingerprint(placed(momentum, None), stacked) == f"{expected:064x}"
+  flipped = momentum.copy()
+  flipped.view(np.uint32)[2, 1] ^= 1
+  assert checkpoints.fingerprint(placed(flipped, "workers"), stacked) != f"{expected:064x}"
+  assert checkpoints.fingerprint(placed(momentum[[1, 0, 2, 3]], "workers"), stacked) != f"{expected:064x}"
 
 
 def test_elastic_resume_on_four_then_six_workers(data_dir, main_run, tmp_path, capsys):

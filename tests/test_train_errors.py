@@ -1,15 +1,20 @@
 """Bad configs, devices and command lines get one clear error each, before anything trains."""
 
+import errno
+import fcntl
+import os
 import re
+import socket
 import subprocess
 import sys
 
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
 from signvote_jax import ops
-from train import config_checks, train
-from train.errors import ConfigError
+from train import config_checks, reporting, train
+from train.errors import ConfigError, StorageError
 
 from tests import harness
 
@@ -58,16 +63,20 @@ from tests import harness
         ({"strategy": "hierarchical", "outer_strategy": "ring"}, r"unknown outer_strategy 'ring'"),
         ({"strategy": "hierarchical", "workers_per_host": 3}, r"workers_per_host=3 must divide num_workers=8"),
         ({"lr_decay_every_epochs": 0.01}, r"lr_decay_every_epochs=0.01 is less than one step"),
+        ({"seed": -1}, r"seed=-1 must be in \[0, 2\*\*31\)"),
+        ({"seed": 2**32}, r"seed=4294967296 must be in \[0, 2\*\*31\)"),
+        ({"width": 0}, r"width=0 must be a positive integer"),
+        ({"num_data_threads": 1000}, r"num_data_threads=1000 is more than 64"),
+        ({"dropout_rate": 1.0}, r"dropout_rate=1.0 must be in \[0, 1\)"),
     ],
 )
 def test_bad_config_is_one_clear_error(data_dir, tmp_path, overrides, message):
   config = default.get_config()
   config.data_dir = data_dir
-  for key, value in overrides.items():
-    config_checks.set_field(config, key, value)
+  config.update_from_flattened_dict(overrides)
   with pytest.raises(ConfigError, match=message):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert not (tmp_path / "checkpoints").exists()  # Refused before anything was written.
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # Refused before anything was written: no empty workdir left.
 
 
 def test_unknown_key_in_a_config_object_is_refused(data_dir, tmp_path):
@@ -101,11 +110,24 @@ def test_workers_must_spread_evenly_over_processes():
         (["--config=configs/digits.py", "--config.faults.num_faulty=3"], "error: faults.num_faulty=3 needs faults.kind, one of ('negate', 'random', 'zero', 'nan', 'scale', 'equivocate')."),
         (["--config=configs/digits.py", "--workdir={tmp}/a_file"], "error: the workdir '{tmp}/a_file' is a file; pass a directory."),
         (["--config=configs/digits.py", "--workdir="], "error: the workdir is empty; pass --workdir=DIR, a directory for checkpoints and metrics."),
+        (["--config=configs/digits.py", "--config.lerning_rate=0.1"], "error: unknown config key 'lerning_rate' (did you mean 'learning_rate'?); every field must be one of configs/default.py."),
+        (["--config=configs/digits.py", "--config.faults.kin=negate"], "error: unknown config key 'faults.kin' (did you mean 'faults.kind'?); every field must be one of configs/default.py."),
+        (["--config={tmp}/raises.py"], "error: get_config() of the config file '{tmp}/raises.py' raised RuntimeError: no cluster here."),
+        (["--config={tmp}/imports.py"], "error: the config file '{tmp}/imports.py' raised ModuleNotFoundError when loaded: No module named 'not_a_module'."),
+        (["--config={tmp}/a_dict.py"], "error: get_config() of the config file '{tmp}/a_dict.py' returned a dict, not an ml_collections.ConfigDict (see configs/default.py)."),
+        (["--config=configs/digits.py:small"], "error: get_config('small') of the config file 'configs/digits.py' raised TypeError: get_config() takes 0 positional arguments but 1 was given."),
+        (["--config=configs/digits.py", "--config.seed=-1"], "error: seed=-1 must be in [0, 2**31): it seeds numpy, grain and jax alike."),
+        (["--config=configs/digits.py", "--num_processes=2", "--process_id=5", "--coordinator_address=127.0.0.1:1"], "error: --process_id=5 must be in [0, 2) for a job of --num_processes=2."),
+        (["--config=configs/digits.py", "--num_processes=2", "--process_id=1"], "error: a job of 2 processes needs --coordinator_address=HOST:PORT: process 0's host and a free port, the same for every process."),
+        (["--config=configs/digits.py", "--num_processes=2", "--process_id=1", "--coordinator_address=not_an_address"], "error: --coordinator_address='not_an_address' must be HOST:PORT, the address of process 0."),
     ],
 )
 def test_command_line_errors_are_one_line(tmp_path, args, message):
   (tmp_path / "syntax.py").write_text("def get_config(:\n")
   (tmp_path / "no_get_config.py").write_text("learning_rate = 0.1\n")
+  (tmp_path / "raises.py").write_text("def get_config():\n  raise RuntimeError('no cluster here')\n")
+  (tmp_path / "imports.py").write_text("import not_a_module\n\ndef get_config():\n  return None\n")
+  (tmp_path / "a_dict.py").write_text("def get_config():\n  return {'learning_rate': 0.1}\n")
   (tmp_path / "a_file").write_text("not a directory\n")
   args = [a.replace("{tmp}", str(tmp_path)) for a in args]
   result = subprocess.run(
@@ -115,6 +137,7 @@ def test_command_line_errors_are_one_line(tmp_path, args, message):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == message.replace("{tmp}", str(tmp_path))
   assert "Traceback" not in result.stderr
+  assert not (tmp_path / "work").exists()  # Nothing left behind.
 
 
 def test_diverging_run_ends_with_one_line_naming_the_step(tmp_path, data_dir):
@@ -131,7 +154,7 @@ def test_diverging_run_ends_with_one_line_naming_the_step(tmp_path, data_dir):
 @pytest.mark.parametrize("workdir, message", [
     ("", r"the workdir is empty; pass --workdir=DIR"),
     ("a_file", r"the workdir '.*a_file' is a file; pass a directory"),
-    ("a_file/below", r"cannot create the workdir '.*a_file/below'"),
+    ("a_file/below", r"cannot create the workdir '.*a_file/below': '.*a_file' is not a directory you can write"),
 ])
 def test_a_bad_workdir_is_one_clear_error(tmp_path, workdir, message):
   (tmp_path / "a_file").write_text("not a directory\n")
@@ -163,3 +186,82 @@ def test_a_lone_process_gives_up_waiting_for_its_peers_in_one_line(tmp_path):
   assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
   assert "process 0 of 2: joining the job at 127.0.0.1:" in result.stderr
   assert re.fullmatch(r"error: process 0 of 2 could not join the job at 127\.0\.0\.1:\d+ within 5 s; .*", lines[-1])
+
+
+@pytest.mark.parametrize("entry, make, message", [
+    ("checkpoints", "file", r"'.*/checkpoints' is a file where the run keeps its checkpoints; move it away"),
+    ("metrics.jsonl", "folder", r"'.*/metrics.jsonl' is a directory where the run writes a file; move it away"),
+    ("config.json", "garbage", r"the workdir's '.*/config.json' is unreadable \(JSONDecodeError\); it records the config"),
+])
+def test_what_is_in_the_way_in_a_workdir_is_one_line_before_anything_is_written(digits_config, tmp_path, entry, make,
+                                                                                 message):
+  if make == "folder":
+    (tmp_path / entry).mkdir()
+  else:
+    (tmp_path / entry).write_text("not what the run writes\n")
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted([entry, "lock"])
+
+
+def test_a_workdir_in_use_is_refused_naming_its_holder(digits_config, tmp_path):
+  with open(tmp_path / "lock", "w") as held:
+    held.write("pid 4242 on trainer-7, since 2026-12-04 09:00:00\n")
+    held.flush()
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with pytest.raises(ConfigError, match=r"the workdir '.*' is in use by another run \(pid 4242 on trainer-7, since "
+                                          r"2026-12-04 09:00:00\); wait for it to end, stop it, or pass another"):
+      train.train_and_evaluate(digits_config, str(tmp_path))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+  digits_config.num_steps = 5  # Released (as the kernel does when its holder dies): the run goes ahead.
+  assert train.train_and_evaluate(digits_config, str(tmp_path))["steps"] == 5
+  assert "pid" in (tmp_path / "lock").read_text()
+
+
+def test_a_coordinator_port_in_use_is_refused_before_joining(tmp_path):
+  """A stray process 0 on a running job's port is refused, instead of joining (and aborting) that job."""
+  with socket.socket() as job:
+    job.bind(("127.0.0.1", 0))
+    job.listen()
+    port = job.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path / 'work'}",
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=0", "--config.num_workers=2"],
+        cwd=harness.ROOT, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert re.fullmatch(rf"error: the coordinator's port {port} is in use on this host \(Address already in use\), "
+                      r"by another job or program; .*", result.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("target", ["metrics.jsonl", "checkpoint"])
+def test_a_full_disk_is_one_line_and_what_was_written_stays(digits_config, tmp_path, monkeypatch, target):
+  digits_config.num_steps, digits_config.checkpoint_every = 20, 10
+  full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  if target == "metrics.jsonl":
+    real_open = open
+
+    def open_until_step_15(path, mode="r", *args, **kwargs):
+      if str(path).endswith("metrics.jsonl") and "a" in mode and len(harness.lines(tmp_path)) >= 4:
+        raise full
+      return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(reporting, "open", open_until_step_15, raising=False)
+    expected = rf"cannot write '{tmp_path}/metrics.jsonl': No space left on device; what the run wrote before is intact"
+  else:
+    real_save = ocp.CheckpointManager.save
+
+    def save_until_step_20(manager, step, *args, **kwargs):
+      if step == 20:
+        raise RuntimeError("a write failed") from full
+      return real_save(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save_until_step_20)
+    expected = (rf"cannot save the checkpoint of step 20 in {tmp_path}/checkpoints: No space left on device; the "
+                "checkpoints before it are intact")
+  with pytest.raises(StorageError, match=expected):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  monkeypatch.undo()
+  written = harness.lines(tmp_path)
+  summary = train.train_and_evaluate(digits_config, str(tmp_path))  # Room again: it resumes.
+  assert summary["resumed_from_step"] == 10 and summary["steps"] == 20
+  assert harness.lines(tmp_path)[: len([r for r in written if r["step"] <= 10])] == [r for r in written if r["step"] <= 10]

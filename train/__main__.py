@@ -5,6 +5,9 @@ Multi-host: start one process per host with ``--coordinator_address=HOST:PORT --
 starts N local processes for tests and demos.
 """
 
+import importlib.util
+import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -12,7 +15,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from train import distributed
-from train.errors import ConfigError
+from train.errors import ConfigError, StorageError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
@@ -29,23 +32,65 @@ def cannot_load(path) -> str:
   return f"error: cannot load the config file {path!r}; pass --config=configs/<name>.py from the repository root."
 
 
+def check_config_file(spec: str) -> str | None:
+  """What is wrong with the config file ``spec`` (``path`` or ``path:argument``, as ml_collections
+  reads it), as one ``error:`` line; None if its ``get_config`` returns a ConfigDict.
+
+  The file is run here once before absl loads it, so that what its own code raises is reported as
+  the file's fault, and what absl raises afterwards can only be about the overrides.
+  """
+  path, _, argument = spec.partition(":")
+  if not os.path.isfile(path):
+    return cannot_load(spec)
+  try:
+    module_spec = importlib.util.spec_from_file_location("_checked_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    return f"error: the config file {path!r} has a syntax error at line {e.lineno}: {e.msg}."
+  except Exception as e:  # pylint: disable=broad-exception-caught  (whatever the file's own code raises)
+    return f"error: the config file {path!r} raised {type(e).__name__} when loaded: {e}."
+  if not callable(getattr(module, "get_config", None)):
+    return (f"error: the config file {path!r} has no get_config(); a config defines get_config() returning "
+            "an ml_collections.ConfigDict (see configs/default.py).")
+  call = f"get_config({argument!r})" if argument else "get_config()"
+  try:
+    config = module.get_config(argument) if argument else module.get_config()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    return f"error: {call} of the config file {path!r} raised {type(e).__name__}: {e}."
+  if not isinstance(config, ml_collections.ConfigDict):
+    return (f"error: {call} of the config file {path!r} returned a {type(config).__name__}, not an "
+            "ml_collections.ConfigDict (see configs/default.py).")
+  return None
+
+
+def unknown_key(error: Exception, argv) -> str:
+  """ml_collections' message for an override of a missing field (``'key'`` and perhaps a line
+  ``Did you mean "k"...``), as one line naming the whole override."""
+  while error.args and isinstance(error.args[0], BaseException):  # An AttributeError wrapping a KeyError.
+    error = error.args[0]
+  name, _, hint = str(error.args[0] if error.args else error).partition("\n")
+  name = name.strip("'\"")
+  key = next((a[len("--config."):].split("=", 1)[0] for a in argv
+              if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == name), name)
+  suggestion = re.search(r'Did you mean "([^"]+)"', hint)
+  parent = key[: -len(name)]  # "faults." for faults.kin
+  did_you_mean = f" (did you mean {parent + suggestion.group(1)!r}?)" if suggestion else ""
+  return f"error: unknown config key {key!r}{did_you_mean}; every field must be one of configs/default.py."
+
+
 def parse_flags(argv):
   """absl's parsing, with a bad config file or ``--config.key=value`` reported in one line."""
-  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  problem = spec and check_config_file(spec)
+  if problem:
+    sys.exit(problem)
   try:
     return FLAGS(argv)
   except flags.Error as e:
     sys.exit(f"error: {e}")
-  except SyntaxError as e:
-    sys.exit(f"error: the config file {path!r} has a syntax error at line {e.lineno}: {e.msg}.")
-  except OSError:  # A missing file, found once an override is applied to it.
-    sys.exit(cannot_load(path))
-  except (AttributeError, KeyError) as e:
-    if "get_config" in str(e):
-      sys.exit(f"error: the config file {path!r} has no get_config(); a config defines get_config() returning "
-               "an ml_collections.ConfigDict (see configs/default.py).")
-    key = str(e).strip("'\"")
-    sys.exit(f"error: unknown config key {key!r}; every field must be one of configs/default.py.")
+  except (AttributeError, KeyError) as e:  # The file loads (checked above): an override names no field.
+    sys.exit(unknown_key(e, argv))
 
 
 def main(argv):
@@ -53,9 +98,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}; config fields are set as --config.key=value.")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+    quiet_the_fallout_of_failed_saves()
   config = FLAGS.config
-  if not isinstance(config, ml_collections.ConfigDict):  # A stand-in that raises once it is used.
-    sys.exit(cannot_load(config_flags.get_config_filename(FLAGS["config"])))
   try:
     distributed.initialize(
         num_workers=config.num_workers,
@@ -65,13 +109,44 @@ def main(argv):
         join_timeout=FLAGS.join_timeout,
         heartbeat_timeout=FLAGS.heartbeat_timeout,
     )
-    from train.train import train_and_evaluate  # Imports JAX's users only after the devices are set.
+    # Imported only once the devices are set: JAX's users.
+    from train.preemption import Preempted, Preemption  # pylint: disable=import-outside-toplevel
+    from train.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
 
-    summary = train_and_evaluate(config, FLAGS.workdir)
-  except (ConfigError, FloatingPointError, distributed.JoinError) as e:  # Bad input, a diverged run, a lone process.
+    try:
+      summary = train_and_evaluate(config, FLAGS.workdir, Preemption())
+    except Preempted as e:
+      if distributed.is_leader():
+        print(e, file=sys.stderr, flush=True)
+      sys.exit(e.exit_status)
+  except (ConfigError, StorageError, FloatingPointError, distributed.JoinError) as e:
+    # Bad input, a full disk, a diverged run, a lone process.
     sys.exit(f"error: {e}")
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    if not distributed.lost_a_peer(e):
+      raise  # A defect of ours: its traceback is what a bug report needs.
+    print(f"error: {distributed.lost_peer_message(e)}", file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access  (JAX's shutdown would wait for the lost process, then abort)
   if summary["process_index"] == 0:
     print(done_message(summary, FLAGS.workdir))
+
+
+def quiet_the_fallout_of_failed_saves() -> None:
+  """Keeps what a failed checkpoint write sprays from background threads off the terminal.
+
+  Orbax's threads log the failure with its traceback at every layer, and tensorstore's callbacks
+  then meet asyncio's closed event loop; the trainer reports the failure itself, in one line
+  (:class:`train.errors.StorageError`). ``--verbosity`` shows them all again.
+  """
+  logging.get_absl_handler().addFilter(
+      lambda record: not (record.levelno >= logging.converter.STANDARD_ERROR and "/orbax/" in record.pathname))
+  printed = sys.unraisablehook
+
+  def unraisablehook(unraisable):
+    if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+      printed(unraisable)
+
+  sys.unraisablehook = unraisablehook
 
 
 def done_message(summary: dict, workdir: str) -> str:

@@ -5,21 +5,66 @@ A restore verifies the checksum and that every restored leaf is finite. A damage
 resumes from the newest intact one; where none is intact it stops with one line naming the folder.
 """
 
+import contextlib
 import hashlib
+import os
+import re
 import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 import signvote_jax as sv
 from train import config_checks, distributed
-from train.errors import ConfigError
+from train.errors import ConfigError, StorageError
 
 
-def fingerprint(host_state) -> str:
-  """SHA-256 of every leaf of a numpy tree (path, dtype, shape and bytes, in tree order)."""
+def _digest(name: str, array: np.ndarray) -> int:
+  array = np.ascontiguousarray(array)
+  digest = hashlib.sha256(f"{name}:{array.dtype}:{array.shape};".encode())
+  digest.update(array.tobytes())
+  return int.from_bytes(digest.digest(), "big")
+
+
+def _sum_over_processes(value: int, bits: int) -> int:
+  """``value`` summed over the job's processes modulo 2**bits: ``bits / 8`` bytes from each."""
+  if jax.process_count() == 1:
+    return value
+  parts = multihost_utils.process_allgather(np.frombuffer(value.to_bytes(bits // 8, "big"), np.uint8))
+  return sum(int.from_bytes(np.asarray(part, np.uint8).tobytes(), "big") for part in parts) % 2**bits
+
+
+def fingerprint(state, stacked) -> str:
+  """A checksum of a train state, computed where each part of it lives, without gathering it.
+
+  The state is cut into units: one worker's row of each per-worker leaf (``stacked``), and each
+  other (replicated) leaf whole. The process holding a unit's first replica hashes it with SHA-256
+  (with its path, row, dtype and shape), and the digests are summed modulo 2**256 over the units
+  and then the processes: a save sends 32 bytes per process, and the checksum does not depend on
+  how the state is laid out over devices and processes (an elastic resume reads it replicated).
+  It detects damage (a flipped bit, a truncated or swapped file), not forgery.
+  """
+  total = 0
+  for (path, leaf), is_stacked in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(stacked)):
+    name = jax.tree_util.keystr(path)
+    for shard in leaf.addressable_shards:
+      if shard.replica_id != 0:
+        continue
+      data = np.asarray(shard.data)
+      if is_stacked:
+        first = shard.index[0].start or 0
+        total += sum(_digest(f"{name}[{first + i}]", row) for i, row in enumerate(data))
+      else:
+        total += _digest(name, data)
+  return f"{_sum_over_processes(total % 2**256, 256):064x}"
+
+
+def whole_state_sha256(host_state) -> str:
+  """The checksum of checkpoints written before :func:`fingerprint` (their ``sha256``): SHA-256 of
+  every leaf of the gathered state, in tree order."""
   digest = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_leaves_with_path(host_state):
     array = np.ascontiguousarray(leaf)
@@ -33,15 +78,20 @@ def fingerprint(host_state) -> str:
 _STATISTICS = frozenset(sv.MajorityVoteState._fields) - {"count", "nonfinite"}
 
 
-def _nonfinite_leaf(host_state) -> str | None:
-  """The path of the first floating leaf of a numpy tree holding a NaN or an infinity, if any
-  (the vote's statistics left out)."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(host_state):
-    if getattr(path[-1], "name", None) in _STATISTICS:
-      continue
-    if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating) and not np.all(np.isfinite(leaf)):
-      return jax.tree_util.keystr(path)
-  return None
+def _nonfinite_leaf(state) -> str | None:
+  """The path of the first floating leaf of ``state`` holding a NaN or an infinity, if any (the
+  vote's statistics left out): each process checks its own shards, and they agree on the first."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+
+  def nonfinite(path, leaf):
+    if getattr(path[-1], "name", None) in _STATISTICS or not jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
+      return False
+    return any(not np.all(np.isfinite(np.asarray(shard.data))) for shard in leaf.addressable_shards)
+
+  first = next((i for i, (path, leaf) in enumerate(leaves) if nonfinite(path, leaf)), len(leaves))
+  if jax.process_count() > 1:
+    first = int(np.min(multihost_utils.process_allgather(np.int32(first))))
+  return jax.tree_util.keystr(leaves[first][0]) if first < len(leaves) else None
 
 
 def _say(line: str) -> None:
@@ -58,6 +108,7 @@ class Checkpointer:
     self._directory = epath.Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep, create=True)
     self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "config", "integrity"))
+    self._writing = None  # The step of the save last started (Orbax finishes it in the background).
 
   def restore_or(self, state):
     """The newest intact checkpoint's state (shaped and sharded like ``state``), or ``state`` if none."""
@@ -79,13 +130,21 @@ class Checkpointer:
     """``(None, state)`` for an intact checkpoint, else ``(what is wrong, None)``."""
     try:
       saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    except Exception as e:  # pylint: disable=broad-exception-caught  (any unreadable file: damaged)
-      return f"its config is unreadable: {type(e).__name__}", None
-    config_checks.check_resume(saved, self._config)  # Another run's checkpoint is an error, not damage.
-    elastic = any(saved.get(field) != self._config[field] for field in ("num_workers", "workers_per_host"))
+    except Exception as e:  # pylint: disable=broad-exception-caught  (any unreadable file)
+      # The state may be intact: its checksum decides. The run's config was checked against the workdir's record.
+      _say(f"warning: the config stored with the checkpoint of step {step} is unreadable ({type(e).__name__}); "
+           "its state is checked without it")
+      saved = None
+    if saved is not None:
+      config_checks.check_resume(saved, self._config)  # Another run's checkpoint is an error, not damage.
     try:
-      if elastic:  # Another worker count: read the saved arrays whole (replicated), then remap them.
-        shapes = saved_shapes(self._directory / str(step) / "state")
+      shapes = saved_shapes(self._directory / str(step) / "state")
+      stacked = per_worker_leaves(state)
+      # Another worker count (elastic resume) shows in the shapes of the per-worker leaves.
+      saved_workers = {shapes[_canonical(path)][0] for path, is_stacked in jax.tree_util.tree_leaves_with_path(stacked)
+                       if is_stacked and _canonical(path) in shapes}
+      elastic = bool(saved_workers - {self._config.num_workers})
+      if elastic:  # Read the saved arrays whole (replicated), then remap them.
         replicated = jax.sharding.NamedSharding(jax.tree.leaves(state)[0].sharding.mesh, jax.sharding.PartitionSpec())
         target = jax.tree_util.tree_map_with_path(
             lambda path, leaf: jax.ShapeDtypeStruct(shapes[_canonical(path)], leaf.dtype, sharding=replicated), state)
@@ -95,39 +154,82 @@ class Checkpointer:
           state=ocp.args.StandardRestore(target), integrity=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-exception-caught
       return f"its state is unreadable: {type(e).__name__}", None
-    host_state = distributed.to_host(items["state"])
-    if items["integrity"].get("sha256") != fingerprint(host_state):
+    integrity = items["integrity"] if isinstance(items["integrity"], dict) else {}
+    if "checksum" in integrity:
+      intact = integrity["checksum"] == fingerprint(items["state"], stacked)
+    else:  # Written by an earlier version of the trainer.
+      intact = integrity.get("sha256") == whole_state_sha256(distributed.to_host(items["state"]))
+    if not intact:
       return "its checksum does not match its state", None
-    leaf = None if self._config.faults.kind else _nonfinite_leaf(host_state)  # A fault run may diverge.
+    leaf = None if config_checks.is_fault_experiment(self._config) else _nonfinite_leaf(items["state"])
     if leaf is not None:
       return f"{leaf} is not finite", None
     if not elastic:
       return None, items["state"]
-    stacked = jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
-    remapped = remap_workers(host_state, distributed.to_host(state), stacked)
-    _say(f"resuming the checkpoint of step {step}, saved by {saved['num_workers']} workers, on "
-         f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {saved['num_workers']}, "
+    # Elastic resume is rare (a host lost or added): the whole state is gathered to remap it.
+    remapped = remap_workers(distributed.to_host(items["state"]), distributed.to_host(state), stacked)
+    _say(f"resuming the checkpoint of step {step}, saved by {min(saved_workers)} workers, on "
+         f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {min(saved_workers)}, "
          "batch statistics are averaged")
     return None, jax.tree.map(
         lambda value, leaf: jax.make_array_from_callback(value.shape, leaf.sharding, lambda index: value[index]),
         remapped, state)
 
   def save(self, step: int, state) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config_checks.config_to_json(self._config)),
-        integrity=ocp.args.JsonSave({"step": step, "sha256": fingerprint(distributed.to_host(state))})))
+    """Starts writing ``state`` as the checkpoint of ``step`` (Orbax writes it in the background)."""
+    checksum = fingerprint(state, per_worker_leaves(state))
+    with self._storage(self._writing):  # A failure of the previous save, in the background, shows here.
+      self._manager.wait_until_finished()
+    self._writing = step
+    with self._storage(step):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          config=ocp.args.JsonSave(config_checks.config_to_json(self._config)),
+          integrity=ocp.args.JsonSave({"step": step, "checksum": checksum})))
 
   def close(self) -> None:
     """Waits for saves still being written (also when training stopped on an error)."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    with self._storage(self._writing):
+      self._manager.wait_until_finished()
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _storage(self, step):
+    """A failed save of ``step`` as one StorageError line (Orbax raises its own and its threads' errors)."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise StorageError(
+          f"cannot save the checkpoint of step {step} in {self._directory}: {_reason(e)}; the checkpoints before "
+          "it are intact: make room and rerun the same command to resume from the newest of them.") from e
 
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc_info):
-    self.close()
+  def __exit__(self, exc_type, *exc_info):
+    try:
+      self.close()
+    except StorageError:
+      if exc_type is None:
+        raise  # Else the error that ended the run is the one to report.
+
+
+def _reason(error: BaseException) -> str:
+  """The operating system's reason behind an error (e.g. "No space left on device"), else its type and text."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.strerror:
+      return seen.strerror
+    code = re.search(r"os_error_code='(\d+)'", str(seen))  # Tensorstore's errors carry the errno in their text.
+    if code:
+      return os.strerror(int(code.group(1)))
+    seen = seen.__cause__ or seen.__context__
+  return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
+
+
+def per_worker_leaves(state):
+  """True for each leaf stacked over the workers (sharded along its first axis), as the state's shardings say."""
+  return jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
 
 
 # Elastic resume: a checkpoint of M workers on M' workers.

@@ -10,6 +10,9 @@ from configs import default
 from train.errors import ConfigError
 from train.optimizers import OPTIMIZERS, VOTING, is_hierarchical
 
+# Reading threads per process: beyond this many, threads only contend for the host's cores.
+MAX_DATA_THREADS = 64
+
 # Fields that may change when a run resumes from its workdir: how long and how often, not what.
 # The worker count too (elastic resume, see train/checkpoints.py): what a worker computes does not
 # depend on how many there are, and their per-worker state is remapped.
@@ -28,14 +31,6 @@ def flatten(config, prefix="") -> dict:
     else:
       out[f"{prefix}{key}"] = value
   return out
-
-
-def set_field(config, key: str, value) -> None:
-  """``config.a.b = value`` for ``key == "a.b"`` (an unknown key is caught later by :func:`check_keys`)."""
-  *parents, leaf = key.split(".")
-  for parent in parents:
-    config = config[parent]
-  config[leaf] = value
 
 
 def check_keys(config) -> None:
@@ -62,8 +57,12 @@ def check_values(config) -> None:
           "impl='triton' needs a GPU build of jax and the jax-triton package (pip install -e '.[gpu]'); "
           "use impl='auto' or impl='jax' on this machine.")
   for field in ("num_workers", "per_worker_batch_size", "eval_batch_size", "log_every", "eval_every",
-                "checkpoints_to_keep", "num_data_threads"):
+                "checkpoints_to_keep", "num_data_threads", "width", "qrnn_hidden", "qrnn_layers", "image_size", "bptt"):
     require(config[field] >= 1, f"{field}={config[field]} must be a positive integer.")
+  require(config.num_data_threads <= MAX_DATA_THREADS,
+          f"num_data_threads={config.num_data_threads} is more than {MAX_DATA_THREADS}; threads beyond the "
+          "host's cores only contend for them (a few per core is plenty): lower it.")
+  require(0 <= config.seed < 2**31, f"seed={config.seed} must be in [0, 2**31): it seeds numpy, grain and jax alike.")
   require(config.checkpoint_every >= 0,
           f"checkpoint_every={config.checkpoint_every} must be a positive integer, or 0 for no checkpoints.")
   require(config.num_steps > 0 or config.num_epochs > 0, "set num_steps > 0 or num_epochs > 0: the run has no steps.")
@@ -77,6 +76,7 @@ def check_values(config) -> None:
       ("weight_decay", config.weight_decay >= 0, ">= 0"),
       ("lr_decay_factor", 0 < config.lr_decay_factor <= 1, "in (0, 1]"),
       ("warmup_epochs", config.warmup_epochs >= 0, ">= 0 (0 turns warm-up off)"),
+      ("dropout_rate", 0 <= config.dropout_rate < 1, "in [0, 1)"),
   ):
     require(ok, f"{field}={config[field]!r} must be {valid}.")
   require(config.outer_strategy in ("allgather", "alltoall"),
@@ -93,6 +93,12 @@ def check_values(config) -> None:
         config.num_workers % config.workers_per_host == 0,
         f"workers_per_host={config.workers_per_host} must divide num_workers={config.num_workers}.",
     )
+
+
+def is_fault_experiment(config) -> bool:
+  """Whether ``config`` makes some workers (or voters) faulty: such a run may produce non-finite
+  losses and parameters (which stop any other run) and save them in its checkpoints."""
+  return bool(config.faults.kind or config.faults.voter_kind)
 
 
 def check_devices(config, process_count: int, local_device_count: int) -> None:
@@ -112,22 +118,22 @@ def check_devices(config, process_count: int, local_device_count: int) -> None:
     )
 
 
-def check_resume(saved: dict, config) -> None:
-  """A workdir's checkpoint must come from the same config, up to ``RESUMABLE_FIELDS``."""
+def check_resume(saved: dict, config, what: str = "checkpoint") -> None:
+  """A workdir's ``what`` (its checkpoint, or its results) must come from ``config``, up to ``RESUMABLE_FIELDS``."""
   here = flatten(ml_collections.ConfigDict(config_to_json(config)))
   there = flatten(ml_collections.ConfigDict(saved))
   newer = sorted(set(here) - set(there))
   if newer:  # Its state has another structure too: refuse it, rather than read it as damaged.
     raise ConfigError(
-        f"the workdir's checkpoint was written by an older version of the trainer (its config has no "
+        f"the workdir's {what} came from an older version of the trainer (its config has no "
         f"{', '.join(newer)}); resume it with that version, or use a new --workdir."
     )
   changed = sorted(k for k in set(here) | set(there) if k not in RESUMABLE_FIELDS and here.get(k) != there.get(k))
   if changed:
     diffs = ", ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in changed)
     raise ConfigError(
-        f"the workdir holds a checkpoint of a different config ({diffs}); use a new --workdir, "
-        "or the checkpoint's config to resume it."
+        f"the workdir's {what} came from a different config ({diffs}); use a new --workdir, "
+        "or that config to resume it."
     )
 
 

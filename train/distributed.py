@@ -5,6 +5,7 @@ first thing. Library code and in-process callers (the tests) never call it.
 """
 
 import os
+import socket
 import sys
 import threading
 
@@ -26,7 +27,7 @@ def to_host(tree):
 
 
 class JoinError(RuntimeError):
-  """The job's processes did not all join in time."""
+  """This process cannot be part of the job: its place in it is wrong, or the others did not join in time."""
 
 
 def initialize(*, num_workers: int, coordinator_address=None, num_processes=None, process_id=None,
@@ -44,6 +45,7 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
   process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
   jax.config.update("jax_num_cpu_devices", max(1, num_workers // (num_processes or 1)))
   if coordinator_address or (num_processes or 1) > 1:
+    check_job(coordinator_address, num_processes, process_id)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address} "
           f"(waiting up to {join_timeout} s for the other processes)", file=sys.stderr, flush=True)
@@ -63,6 +65,62 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
       jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                  initialization_timeout=join_timeout + 60, heartbeat_timeout_seconds=heartbeat_timeout)
     except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
-      raise JoinError(f"{giving_up[:-1]} ({type(e).__name__}: {str(e).strip()[:200]}).") from e
+      reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+      raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
+                      f"{reason[:200]}; start every process with the same --coordinator_address and --num_processes.") from e
     finally:
       joined.set()
+
+
+def check_job(coordinator_address, num_processes, process_id) -> None:
+  """What a process can tell is wrong with its place in a job before it joins, as a JoinError; so
+  that it never reaches the coordinator of a job it does not belong to."""
+  if not num_processes or num_processes < 1:
+    raise JoinError(f"--num_processes={num_processes} must be a positive number of processes.")
+  if process_id is None or not 0 <= process_id < num_processes:
+    raise JoinError(f"--process_id={process_id} must be in [0, {num_processes}) for a job of --num_processes="
+                    f"{num_processes}.")
+  if not coordinator_address:
+    raise JoinError(f"a job of {num_processes} processes needs --coordinator_address=HOST:PORT: process 0's host "
+                    "and a free port, the same for every process.")
+  host, _, port = coordinator_address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise JoinError(f"--coordinator_address={coordinator_address!r} must be HOST:PORT, the address of process 0.")
+  try:
+    socket.getaddrinfo(host.strip("[]"), int(port))
+  except (socket.gaierror, UnicodeError) as e:
+    raise JoinError(f"cannot resolve the coordinator's host {host!r} ({e}); pass --coordinator_address=HOST:PORT "
+                    "with a host this machine can reach.") from e
+  if process_id == 0:  # It starts the coordinator: the port must be free, or another job's would be joined.
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # A port left in TIME_WAIT is free.
+      try:
+        probe.bind(("", int(port)))
+      except OSError as e:
+        raise JoinError(f"the coordinator's port {port} is in use on this host ({e.strerror}), by another job or "
+                        "program; pass --coordinator_address with a free port (every process the same).") from e
+
+
+def is_leader() -> bool:
+  """Whether this is process 0, the one that writes the workdir's files and speaks for the job."""
+  return jax.process_index() == 0
+
+
+# What JAX's runtime says when a collective or the coordinator loses a process of the job: gloo's
+# socket errors, gRPC's UNAVAILABLE. Only the runtime's errors are matched (an out-of-memory is not one).
+_LOST_PEER_SIGNS = ("gloo", "connection reset", "connection closed", "socket closed", "unavailable", "broken pipe")
+
+
+def lost_a_peer(error: BaseException) -> bool:
+  """Whether ``error`` is JAX's runtime reporting that another process of the job is gone."""
+  text = str(error).lower()
+  return (jax.process_count() > 1 and isinstance(error, jax.errors.JaxRuntimeError)
+          and any(sign in text for sign in _LOST_PEER_SIGNS))
+
+
+def lost_peer_message(error: BaseException) -> str:
+  """One line for a survivor: what the runtime saw, and where to look for why."""
+  first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+  return (f"process {jax.process_index()} of {jax.process_count()} lost contact with another process of the job "
+          f"({first[:160]}); that process's own output (or the launcher's last line) says why. Rerun the job "
+          "to resume from its last checkpoint.")

@@ -5,12 +5,16 @@ CPU processes form one JAX job over gloo: a local stand-in for N hosts, for test
 process fails, the others are stopped; the exit status is the first failure's (0 if none; 128 + the
 signal for a process killed by one).
 
-SIGTERM, SIGINT and SIGHUP are forwarded to every worker; workers still running ``--grace`` seconds
-later are killed with their process groups, and the launcher exits with 128 + the signal. No
-worker outlives the launcher.
+SIGTERM, SIGINT and SIGHUP are forwarded to every worker (which stop after one agreed step and save
+a checkpoint, see train/preemption.py); workers still running ``--grace`` seconds later are killed
+with their process groups, and the launcher exits with 128 + the signal. No worker outlives the
+launcher: on Linux each worker gets SIGTERM when the launcher dies, even by SIGKILL. When a worker
+fails, the launcher gives the others ``--grace`` seconds to stop on their own, and its last line
+names the process and how it ended.
 """
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -42,10 +46,39 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
     pass
 
 
+def _die_with(parent: int) -> None:
+  """Run in each worker before it starts: SIGTERM to it when the launcher (``parent``) dies, however
+  it dies (Linux's parent-death signal), so that no worker trains on under PID 1."""
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  if os.getppid() != parent:  # The launcher died before the signal was set.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _wait(processes, seconds: float) -> None:
+  """Until every process has ended, or ``seconds``."""
+  deadline = time.monotonic() + seconds
+  while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+    time.sleep(0.1)
+
+
+def _is_stopped(pid: int) -> bool:
+  """Whether the process is stopped (state T in Linux's /proc; False where that cannot be read)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+  except (OSError, IndexError):
+    return False
+
+
+def how_it_ended(returncode: int) -> str:
+  return f"was killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"
+
+
 def launch(num_processes: int, train_args: list[str], timeout: float | None = None, grace: float = 10.0) -> int:
   """Runs the N processes to the end (or until ``timeout`` seconds) and returns the exit status."""
   address = f"127.0.0.1:{free_port()}"
-  processes, received = [], []
+  processes, received, launcher = [], [], os.getpid()
 
   def forward(signum, frame):
     del frame
@@ -63,25 +96,34 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
           distributed.ENV_PROCESS_ID: str(process_id),
       })
       processes.append(subprocess.Popen([sys.executable, "-m", "train", *train_args], env=env,
-                                        start_new_session=True))
+                                        start_new_session=True, preexec_fn=lambda: _die_with(launcher)))
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
       codes = [p.poll() for p in processes]
       if received:
-        stop_by = time.monotonic() + grace
-        while any(p.poll() is None for p in processes) and time.monotonic() < stop_by:
-          time.sleep(0.1)
+        _wait(processes, grace)
         print(f"launch: {signal.Signals(received[0]).name} forwarded to the workers; stopped", file=sys.stderr)
         return 128 + received[0]
-      failed = [c for c in codes if c not in (None, 0)]
-      if failed:
-        return exit_status(failed[0])
+      failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+      if failed:  # The others lose a peer and stop on their own; those that do not are killed.
+        _wait(processes, grace)
+        # The cause: of those seen ended at once, one that a signal killed (its peers exit after it).
+        process, code = min(failed, key=lambda ended: ended[1] >= 0)
+        who = (f"all {num_processes} processes" if all(p.poll() == code for p in processes)  # A preemption, say.
+               else f"process {process} of {num_processes}")
+        lingering = "".join(f"; process {i} {'is stopped (SIGSTOP)' if _is_stopped(p.pid) else 'did not end'}, killed"
+                            for i, p in enumerate(processes) if p.poll() is None)
+        print(f"launch: {who} {how_it_ended(code)}{lingering}; the job stopped", file=sys.stderr)
+        return exit_status(code)
       if all(c == 0 for c in codes):
         return 0
-      if deadline is not None and time.monotonic() > deadline:
+      if deadline is not None and time.monotonic() > deadline:  # Stopped as if preempted: they save first.
+        for p in processes:
+          _signal_group(p, signal.SIGTERM)
+        _wait(processes, grace)
         print(f"launch: stopped after {timeout} s", file=sys.stderr)
         return 124
-      time.sleep(0.2)
+      time.sleep(0.05)
   finally:
     for p in processes:
       if p.poll() is None:

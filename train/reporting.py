@@ -1,11 +1,25 @@
 """What a run leaves in its workdir: metrics.jsonl, summary.json and curves.png; and a progress bar."""
 
+import contextlib
 import json
 import math
 import os
 
 import numpy as np
 import tqdm
+
+from train.errors import StorageError
+
+
+@contextlib.contextmanager
+def writing(path: str):
+  """Turns a failed write of ``path`` (a full disk, a directory in the way) into one StorageError line."""
+  try:
+    yield
+  except OSError as e:
+    raise StorageError(
+        f"cannot write {path!r}: {e.strerror or e}; what the run wrote before is intact (a torn last line is "
+        "dropped on resume): make room and rerun the same command to resume from the last checkpoint.") from e
 
 
 def _json_value(value):
@@ -40,11 +54,12 @@ class Reporter:
     self.records = []
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      if start_step > 0 and os.path.exists(self._path):
-        with open(self._path) as f:
-          self.records = [r for r in map(_parse, f) if r is not None and r["step"] <= start_step]
-      with open(self._path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in self.records)
+      with writing(self._path):
+        if start_step > 0 and os.path.exists(self._path):
+          with open(self._path) as f:
+            self.records = [r for r in map(_parse, f) if r is not None and r["step"] <= start_step]
+        with open(self._path, "w") as f:
+          f.writelines(json.dumps(r) + "\n" for r in self.records)
     self._bar = tqdm.tqdm(total=num_steps, initial=start_step, disable=not (enabled and progress_bar), unit="step")
 
   def write(self, step: int, split: str, metrics: dict) -> None:
@@ -52,7 +67,7 @@ class Reporter:
     self.records.append(record)
     if not self._enabled:
       return
-    with open(self._path, "a") as f:
+    with writing(self._path), open(self._path, "a") as f:
       f.write(json.dumps(record) + "\n")
     shown = {f"{split} {k}": f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "accuracy") and v is not None}
     self._bar.set_postfix(shown, refresh=False)
@@ -68,9 +83,12 @@ class Reporter:
     self._bar.close()
     if not self._enabled:
       return
-    with open(os.path.join(self._workdir, "summary.json"), "w") as f:
+    path = os.path.join(self._workdir, "summary.json")
+    with writing(path), open(path, "w") as f:
       json.dump({k: _json_value(v) for k, v in summary.items()}, f, indent=2)
-    plot_curves(self.records, os.path.join(self._workdir, "curves.png"))
+    path = os.path.join(self._workdir, "curves.png")
+    with writing(path):
+      plot_curves(self.records, path)
 
 
 def plot_curves(records: list[dict], path: str) -> None:

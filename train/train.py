@@ -7,9 +7,9 @@ the only collective in a training step. Per-worker optimizer state (Signum's mom
 map stacked along a leading worker dimension; everything else leaves replicated.
 """
 
+import contextlib
 import dataclasses
 import math
-import os
 import time
 import warnings
 from typing import Any
@@ -26,6 +26,8 @@ import signvote_jax as sv
 from signvote_jax import hlo
 from train import checkpoints, config_checks, distributed, input_pipeline, models, optimizers, reporting
 from train.errors import ConfigError
+from train.preemption import Preempted, Preemption
+from train.workdir import check_workdir, claim_workdir
 
 # Logged per worker when the optimizer votes: the statistics in the vote's state.
 VOTE_STATISTICS = ("agreement", "kappa", "nonfinite", "voter_kappa")
@@ -229,62 +231,58 @@ def evaluate(exp: Experiment, eval_step, state: TrainState) -> dict:
   return metrics
 
 
-def check_workdir(workdir: str) -> None:
-  """The workdir must be a directory this process can create and write; a ConfigError if not."""
-  if not workdir:
-    raise ConfigError("the workdir is empty; pass --workdir=DIR, a directory for checkpoints and metrics.")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"the workdir {workdir!r} is a file; pass a directory.")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"cannot create the workdir {workdir!r}: {e.strerror}; pass a directory you can write.") from e
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise ConfigError(f"the workdir {workdir!r} is not writable; pass a directory you can write.")
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       preemption: Preemption | None = None) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming its latest checkpoint) and returns the summary.
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` (resuming its latest checkpoint) and returns the summary."""
+  With ``preemption`` (what ``python -m train`` passes), SIGTERM or SIGINT stop the job after a
+  step all processes agree on, with a checkpoint there: :class:`Preempted` says which.
+  """
   start_time = time.time()
   check_workdir(workdir)
   exp = Experiment.create(config)
   state, specs = create_train_state(exp)
-  with checkpoints.Checkpointer(workdir, config) as checkpointer:
+  with (claim_workdir(workdir, config, is_leader=jax.process_index() == 0, process_count=jax.process_count()),
+        checkpoints.Checkpointer(workdir, config) as checkpointer,
+        preemption or contextlib.nullcontext()):
     state = checkpointer.restore_or(state)
     start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,
         enabled=jax.process_index() == 0, progress_bar=config.progress_bar)
-    train_loop(exp, state, specs, start_step, checkpointer, report)
-
-  last_eval = report.last(config.eval_split)
-  summary = {
-      **{f"test_{k}": last_eval.get(k) for k in ("accuracy", "loss", "top5_accuracy", "perplexity")},
-      "steps": max(exp.num_steps, start_step),  # The state's step: a checkpoint may be past num_steps.
-      "steps_trained": max(0, exp.num_steps - start_step),
-      "resumed_from_step": start_step,
-      "wall_seconds": time.time() - start_time,
-      "num_processes": jax.process_count(),
-      "process_index": jax.process_index(),
-      "devices": [str(d) for d in exp.mesh.devices.flat],
-      **run_vote_statistics(report.records),
-      "config": config_checks.config_to_json(config),
-  }
-  report.finish(summary)
+    train_loop(exp, state, specs, start_step, checkpointer, report, preemption)
+    last_eval = report.last(config.eval_split)
+    summary = {
+        **{f"test_{k}": last_eval.get(k) for k in ("accuracy", "loss", "top5_accuracy", "perplexity")},
+        "steps": max(exp.num_steps, start_step),  # The state's step: a checkpoint may be past num_steps.
+        "steps_trained": max(0, exp.num_steps - start_step),
+        "resumed_from_step": start_step,
+        "wall_seconds": time.time() - start_time,
+        "num_processes": jax.process_count(),
+        "process_index": jax.process_index(),
+        "devices": [str(d) for d in exp.mesh.devices.flat],
+        **run_vote_statistics(report.records),
+        "config": config_checks.config_to_json(config),
+    }
+    report.finish(summary)
   return summary
 
 
-def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step: int, checkpointer, report) -> TrainState:
-  """From ``start_step`` (``state.step``) to ``exp.num_steps``: train, and log, evaluate and save on their periods."""
+def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step: int, checkpointer, report,
+               preemption: Preemption | None = None) -> TrainState:
+  """From ``start_step`` (``state.step``) to ``exp.num_steps``: train, and log, evaluate and save on their periods.
+
+  A preemption ends the loop early: after the step the processes agreed on, its metrics written
+  and its checkpoint saved, with :class:`Preempted`.
+  """
   config, mesh = exp.config, exp.mesh
   train_step, eval_step = make_train_step(exp, specs), make_eval_step(exp, specs)
-  allow_nonfinite = bool(config.faults.kind or config.faults.voter_kind)  # A fault experiment; create_optimizer checked it.
+  allow_nonfinite = config_checks.is_fault_experiment(config)
   batches = input_pipeline.train_batches(
       exp.data, global_batch_size=exp.global_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step, num_threads=config.num_data_threads)
   pending = []  # Per-step metrics still on the device: fetched once per log period.
-  # Wall time spent training (compiling included; evaluating and saving not), continued on resume.
-  train_seconds, mark = report.last("train").get("train_seconds", 0.0), time.perf_counter()
+  clock = Stopwatch(report.last("train").get("train_seconds", 0.0))  # Continued on resume.
   unreported = {}  # What the next train record says once: this process's compile time and wire bytes.
   for done in range(start_step + 1, exp.num_steps + 1):
     batch = global_batch(next(batches), mesh)
@@ -294,20 +292,45 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
       unreported = {"compile_seconds": time.perf_counter() - started, "wire_bytes_per_host": wire_bytes_per_host(train_step)}
     state, metrics = train_step(state, batch)
     pending.append(metrics)
-    last = done == exp.num_steps
+    # Asked at every step, as the agreement needs; a preemption at the last step changes nothing.
+    stop = preemption is not None and preemption.reached(done) and done < exp.num_steps
+    last = done == exp.num_steps or stop
     if done % config.log_every == 0 or last:
       summary = summarize_train(pending, done, exp.schedule, allow_nonfinite)  # Waits for the steps.
-      train_seconds, mark = train_seconds + time.perf_counter() - mark, time.perf_counter()
-      report.write(done, "train", {**summary, "train_seconds": train_seconds, **unreported})
+      report.write(done, "train", {**summary, "train_seconds": clock.seconds(), **unreported})
       pending, unreported = [], {}
-    if done % config.eval_every == 0 or last:
-      report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": train_seconds})
-    if config.checkpoint_every and (done % config.checkpoint_every == 0 or last):
-      checkpointer.save(done, state)
-    if not pending:
-      mark = time.perf_counter()
+    evaluating = done % config.eval_every == 0 or (last and not stop)  # A preempted job has no time to spare.
+    saving = config.checkpoint_every and (done % config.checkpoint_every == 0 or last)
+    if evaluating or saving:
+      with clock.paused(state):
+        if evaluating:
+          report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": clock.seconds()})
+        if saving:
+          checkpointer.save(done, state)
+    if stop:
+      raise Preempted(done, preemption.exit_status, saved=config.checkpoint_every > 0)
     report.advance(done)
   return state
+
+
+class Stopwatch:
+  """Wall time spent training: compiling included, evaluating and saving not (paused around them,
+  as big_vision's ``chrono``), continued from ``seconds`` on resume."""
+
+  def __init__(self, seconds: float = 0.0):
+    self._before, self._since = seconds, time.perf_counter()
+
+  def seconds(self) -> float:
+    return self._before + (0.0 if self._since is None else time.perf_counter() - self._since)
+
+  @contextlib.contextmanager
+  def paused(self, state):
+    jax.block_until_ready(state)  # The steps still running are training time.
+    self._before, self._since = self.seconds(), None
+    try:
+      yield
+    finally:
+      self._since = time.perf_counter()
 
 
 def wire_bytes_per_host(compiled) -> float:

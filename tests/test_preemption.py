@@ -1,0 +1,180 @@
+"""Preemption and lost processes: SIGTERM or SIGINT stops a job after one agreed step with a
+checkpoint, and the resumed run ends bit-identical to one never stopped; a process that dies or
+outlives its launcher is reported in one line, never left behind."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import psutil
+import pytest
+
+from configs import default
+from train import config_checks, input_pipeline, train
+from train.preemption import Preempted, Preemption
+
+from tests import harness
+from tests.conftest import checkpointed_config
+
+STOPPED = r"stopped by SIGTERM after step (\d+), its checkpoint saved; rerun the same command to resume\."
+
+
+def command_line(config) -> list[str]:
+  """``python -m train`` arguments that make ``config`` from configs/default.py."""
+  defaults = config_checks.flatten(default.get_config())
+  return ["--config=configs/default.py"] + [
+      f"--config.{key}={value}" for key, value in config_checks.flatten(config).items() if defaults[key] != value]
+
+
+def wait_for_training(workdir, process, timeout=120):
+  """Until the run has written its first train line (it is past compiling and into its steps)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and process.poll() is None:
+    if os.path.exists(workdir / "metrics.jsonl") and harness.lines(workdir):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f"no train line within {timeout} s (exit status {process.poll()})")
+
+
+def assert_resumes_to_the_uninterrupted_state(data_dir, workdir, stopped_at, checkpointed_run):
+  summary = train.train_and_evaluate(checkpointed_config(data_dir), str(workdir))
+  assert summary["resumed_from_step"] == stopped_at
+  whole, resumed = harness.final_state(checkpointed_run, 30), harness.final_state(workdir, 30)
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_after_the_step_with_a_checkpoint(data_dir, tmp_path, monkeypatch, signum, checkpointed_run):
+  """In one process: the signal arrives while step 13's batch is read; the run saves step 13 and stops."""
+  real_batches = input_pipeline.train_batches
+
+  def signalled_at_step_13(*args, **kwargs):
+    for step, batch in enumerate(real_batches(*args, **kwargs), start=kwargs["start_step"] + 1):
+      if step == 13:
+        os.kill(os.getpid(), signum)
+      yield batch
+
+  monkeypatch.setattr(train.input_pipeline, "train_batches", signalled_at_step_13)
+  previous = signal.getsignal(signum)
+  with pytest.raises(Preempted) as stopped:
+    train.train_and_evaluate(checkpointed_config(data_dir), str(tmp_path), Preemption())
+  assert signal.getsignal(signum) == previous  # The handlers are the caller's again.
+  assert (stopped.value.step, stopped.value.exit_status, stopped.value.saved) == (13, 128 + signum, True)
+  assert [r["step"] for r in harness.lines(tmp_path) if r["split"] == "train"] == [5, 10, 13]  # Steps 11-13 kept.
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == 13
+  if signum == signal.SIGTERM:
+    monkeypatch.setattr(train.input_pipeline, "train_batches", real_batches)
+    assert_resumes_to_the_uninterrupted_state(data_dir, tmp_path, 13, checkpointed_run)
+
+
+def test_sigterm_to_a_lone_process_saves_and_exits_143(data_dir, tmp_path, checkpointed_run):
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000  # Still training when the signal comes; a resume may change it.
+  run = subprocess.Popen([sys.executable, "-m", "train", f"--workdir={tmp_path}", *command_line(config)],
+                         cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
+  wait_for_training(tmp_path, run)
+  run.send_signal(signal.SIGTERM)
+  _, stderr = run.communicate(timeout=60)
+  assert run.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+  stopped_at = int(re.fullmatch(STOPPED, stderr.strip().splitlines()[-1]).group(1))
+  assert 5 <= stopped_at < 30
+  assert_resumes_to_the_uninterrupted_state(data_dir, tmp_path, stopped_at, checkpointed_run)
+
+
+def _launch(config, workdir, *flags):
+  return subprocess.Popen(
+      [sys.executable, "-m", "train.launch", "--num_processes=2", "--grace=30", *flags, "--",
+       f"--workdir={workdir}", *command_line(config)],
+      cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def _workers(launcher, count=2, timeout=60):
+  parent, deadline = psutil.Process(launcher.pid), time.monotonic() + timeout
+  while len(parent.children()) < count and time.monotonic() < deadline:
+    time.sleep(0.1)
+  assert len(parent.children()) == count
+  return parent.children()
+
+
+def _gone(processes, timeout):
+  _, alive = psutil.wait_procs(processes, timeout=timeout)
+  return not alive
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step(data_dir, tmp_path):
+  """The notice reaches the other process through JAX's preemption service: both save the same step."""
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000
+  launcher = _launch(config, tmp_path)
+  workers = _workers(launcher)
+  wait_for_training(tmp_path, launcher)
+  next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1").send_signal(signal.SIGTERM)
+  _, stderr = launcher.communicate(timeout=90)
+  assert "Traceback" not in stderr, stderr[-3000:]
+  lines = stderr.strip().splitlines()
+  assert launcher.returncode == 143 and lines[-1] == "launch: all 2 processes exited with status 143; the job stopped"
+  stopped_at = int(re.fullmatch(STOPPED, lines[-2]).group(1))  # Said once, by process 0.
+  assert stopped_at in [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+def test_workers_of_a_killed_launcher_stop_with_a_checkpoint(data_dir, tmp_path, checkpointed_run):
+  """``kill -9`` of the launcher: its workers get SIGTERM (parent-death signal), stop at one step
+  and save it; the run resumed in one process ends bit-identical to the uninterrupted one."""
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000
+  launcher = _launch(config, tmp_path)
+  workers = _workers(launcher)
+  wait_for_training(tmp_path, launcher)
+  launcher.kill()
+  launcher.wait()
+  assert _gone(workers, timeout=60), "workers outlived their launcher"
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and saved[-1] < 30
+  assert_resumes_to_the_uninterrupted_state(data_dir, tmp_path, saved[-1], checkpointed_run)
+
+
+def test_a_killed_peer_is_named_in_one_line_and_the_job_ends(data_dir, tmp_path):
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000
+  launcher = _launch(config, tmp_path)
+  workers = _workers(launcher)
+  wait_for_training(tmp_path, launcher)
+  started = time.monotonic()
+  next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1").kill()
+  _, stderr = launcher.communicate(timeout=90)
+  assert time.monotonic() - started < 30  # Seconds, not a timeout.
+  assert "Traceback" not in stderr and "Check failure" not in stderr, stderr[-3000:]
+  lines = stderr.strip().splitlines()
+  assert lines[-1] == "launch: process 1 of 2 was killed by SIGKILL; the job stopped"
+  assert any(re.fullmatch(r"error: process 0 of 2 lost contact with another process of the job \(.*\); .*", line)
+             for line in lines), stderr[-3000:]
+  assert launcher.returncode == 137
+
+
+def test_a_stopped_peer_fails_the_job_at_the_heartbeat_timeout(data_dir, tmp_path):
+  """A process that stops answering (SIGSTOP: a hung or partitioned host) is noticed by the
+  coordinator after ``--heartbeat_timeout``; the job ends, the launcher names what happened to each
+  process, and none is left behind."""
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000
+  launcher = subprocess.Popen(
+      [sys.executable, "-m", "train.launch", "--num_processes=2", "--grace=5", "--", f"--workdir={tmp_path}",
+       "--heartbeat_timeout=3", *command_line(config)],
+      cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
+  workers = _workers(launcher)
+  wait_for_training(tmp_path, launcher)
+  started = time.monotonic()
+  stopped = next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1")
+  stopped.suspend()
+  _, stderr = launcher.communicate(timeout=120)
+  assert time.monotonic() - started < 60  # The heartbeat timeout (3 s, detected within a few) and the grace (5 s).
+  assert re.fullmatch(r"launch: process 0 of 2 was killed by SIGABRT; process 1 is stopped \(SIGSTOP\), killed; "
+                      r"the job stopped", stderr.strip().splitlines()[-1]), stderr[-3000:]
+  assert "stopped sending heartbeats" in stderr  # JAX's runtime says why, in its own words.
+  assert _gone(workers, timeout=10)
