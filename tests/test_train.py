@@ -15,7 +15,7 @@ from signvote_jax import hlo
 from tests import harness
 from tests.conftest import checkpointed_config
 from configs import default, digits
-from train import checkpoints, config_checks, input_pipeline, train
+from train import checkpoints, config_checks, elastic, input_pipeline, train
 from train.errors import ConfigError
 
 
@@ -324,7 +324,8 @@ def test_remapping_the_state_of_three_workers_onto_five():
   fresh = {"params": np.zeros(2), "model_state": {"mean": np.zeros((5, 1))},
            "opt_state": {"ema": np.zeros((5, 2), np.float32), "kappa": np.full(5, np.nan), "count": np.array(0)}}
   stacked = {"params": False, "model_state": {"mean": True}, "opt_state": {"ema": True, "kappa": False, "count": False}}
-  out = checkpoints.remap_workers(saved, fresh, stacked)
+  averaged = {"params": False, "model_state": {"mean": True}, "opt_state": {"ema": False, "kappa": False, "count": False}}
+  out = elastic.remap_workers(saved, fresh, stacked, averaged)
   np.testing.assert_array_equal(out["opt_state"]["ema"], momentum[[0, 1, 2, 0, 1]])
   np.testing.assert_array_equal(out["model_state"]["mean"], np.full((5, 1), 3.0))
   assert np.isnan(out["opt_state"]["kappa"]).all() and out["opt_state"]["kappa"].shape == (5,)
@@ -371,6 +372,9 @@ def test_elastic_resume_on_four_then_six_workers(data_dir, main_run, tmp_path, c
   run(8, 100, tmp_path / "elastic")
   run(4, 200, tmp_path / "elastic")
   assert "saved by 8 workers, on 4: new worker i takes the momentum of worker i mod 8" in capsys.readouterr().err
+  # The worker count comes from the saved state itself, not from the config stored beside it.
+  stored = tmp_path / "elastic" / "checkpoints" / "200" / "config" / "metadata"
+  stored.write_text(json.dumps({**json.loads(stored.read_text()), "num_workers": 5}))
   resumed = run(6, 300, tmp_path / "elastic")
   assert "saved by 4 workers, on 6" in capsys.readouterr().err
   assert resumed["resumed_from_step"] == 200 and len(resumed["devices"]) == 6

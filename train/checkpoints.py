@@ -18,7 +18,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 import signvote_jax as sv
-from train import config_checks, distributed
+from train import config_checks, distributed, elastic
 from train.errors import ConfigError, StorageError
 
 
@@ -110,13 +110,17 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "config", "integrity"))
     self._writing = None  # The step of the save last started (Orbax finishes it in the background).
 
-  def restore_or(self, state):
-    """The newest intact checkpoint's state (shaped and sharded like ``state``), or ``state`` if none."""
+  def restore_or(self, state, averaged=None):
+    """The newest intact checkpoint's state (shaped and sharded like ``state``), or ``state`` if none.
+
+    ``averaged`` marks the per-worker leaves that a resume on another worker count averages (batch
+    statistics) rather than hands from worker to worker (momentum); see :mod:`train.elastic`.
+    """
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
     for step in steps:
-      problem, restored = self._restore(step, state)
+      problem, restored = self._restore(step, state, averaged)
       if problem is None:
         return restored
       _say(f"warning: the checkpoint of step {step} in {self._directory} is damaged ({problem}); "
@@ -126,7 +130,7 @@ class Checkpointer:
         f"no intact checkpoint in {self._directory} (damaged: steps {', '.join(map(str, steps))}, now "
         "removed); rerun to start from step 0, or use another workdir.")
 
-  def _restore(self, step: int, state):
+  def _restore(self, step: int, state, averaged):
     """``(None, state)`` for an intact checkpoint, else ``(what is wrong, None)``."""
     try:
       saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
@@ -138,16 +142,16 @@ class Checkpointer:
     if saved is not None:
       config_checks.check_resume(saved, self._config)  # Another run's checkpoint is an error, not damage.
     try:
-      shapes = saved_shapes(self._directory / str(step) / "state")
+      shapes = elastic.saved_shapes(self._directory / str(step) / "state")
       stacked = per_worker_leaves(state)
       # Another worker count (elastic resume) shows in the shapes of the per-worker leaves.
-      saved_workers = {shapes[_canonical(path)][0] for path, is_stacked in jax.tree_util.tree_leaves_with_path(stacked)
-                       if is_stacked and _canonical(path) in shapes}
-      elastic = bool(saved_workers - {self._config.num_workers})
-      if elastic:  # Read the saved arrays whole (replicated), then remap them.
+      saved_workers = {shapes[elastic.canonical(path)][0] for path, is_stacked in jax.tree_util.tree_leaves_with_path(stacked)
+                       if is_stacked and elastic.canonical(path) in shapes}
+      resized = bool(saved_workers - {self._config.num_workers})
+      if resized:  # Read the saved arrays whole (replicated), then remap them.
         replicated = jax.sharding.NamedSharding(jax.tree.leaves(state)[0].sharding.mesh, jax.sharding.PartitionSpec())
         target = jax.tree_util.tree_map_with_path(
-            lambda path, leaf: jax.ShapeDtypeStruct(shapes[_canonical(path)], leaf.dtype, sharding=replicated), state)
+            lambda path, leaf: jax.ShapeDtypeStruct(shapes[elastic.canonical(path)], leaf.dtype, sharding=replicated), state)
       else:
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
       items = self._manager.restore(step, args=ocp.args.Composite(
@@ -164,10 +168,12 @@ class Checkpointer:
     leaf = None if config_checks.is_fault_experiment(self._config) else _nonfinite_leaf(items["state"])
     if leaf is not None:
       return f"{leaf} is not finite", None
-    if not elastic:
+    if not resized:
       return None, items["state"]
     # Elastic resume is rare (a host lost or added): the whole state is gathered to remap it.
-    remapped = remap_workers(distributed.to_host(items["state"]), distributed.to_host(state), stacked)
+    if averaged is None:
+      averaged = jax.tree.map(lambda _: False, state)
+    remapped = elastic.remap_workers(distributed.to_host(items["state"]), distributed.to_host(state), stacked, averaged)
     _say(f"resuming the checkpoint of step {step}, saved by {min(saved_workers)} workers, on "
          f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {min(saved_workers)}, "
          "batch statistics are averaged")
@@ -230,46 +236,3 @@ def _reason(error: BaseException) -> str:
 def per_worker_leaves(state):
   """True for each leaf stacked over the workers (sharded along its first axis), as the state's shardings say."""
   return jax.tree.map(lambda leaf: len(leaf.sharding.spec) > 0 and leaf.sharding.spec[0] is not None, state)
-
-
-# Elastic resume: a checkpoint of M workers on M' workers.
-
-
-def _canonical(path) -> str:
-  """A leaf's path as names alone, the same for a train state and the checkpoint's metadata tree."""
-  names = []
-  for entry in path:
-    for attribute in ("name", "key", "idx"):
-      if hasattr(entry, attribute):
-        names.append(str(getattr(entry, attribute)))
-        break
-  return "/".join(names)
-
-
-def saved_shapes(state_directory) -> dict:
-  """Each saved leaf's shape, by :func:`_canonical` path."""
-  metadata = ocp.PyTreeCheckpointer().metadata(state_directory).item_metadata.tree
-  return {_canonical(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(metadata)}
-
-
-def remap_workers(saved, fresh, stacked):
-  """The saved state of M workers as the state of M' workers (numpy trees; DESIGN: elastic resume).
-
-  For each leaf: the same shape is kept (parameters, counters); a leaf stacked over the workers
-  (``stacked`` says which) gives new worker i the saved worker i mod M's value (momentum), except
-  batch statistics (under ``model_state``), which every new worker takes as the saved workers'
-  mean; anything else shaped by M (the vote's statistics of the last step) starts afresh
-  (``fresh``, the new run's initial state).
-  """
-
-  def remap(path, old, new, is_stacked):
-    old, new = np.asarray(old), np.asarray(new)
-    if old.shape == new.shape:
-      return old
-    if is_stacked and old.shape[1:] == new.shape[1:]:
-      if _canonical(path).startswith("model_state"):
-        return np.broadcast_to(old.mean(axis=0, dtype=np.float64).astype(old.dtype), new.shape).copy()
-      return old[np.arange(new.shape[0]) % old.shape[0]]
-    return new
-
-  return jax.tree_util.tree_map_with_path(remap, saved, fresh, stacked)

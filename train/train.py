@@ -115,6 +115,12 @@ def cross_entropy(logits, labels):
   return losses, correct
 
 
+def batch_statistics(state: TrainState) -> TrainState:
+  """True for each leaf of ``model_state`` (a worker's batch statistics), False elsewhere: what an
+  elastic resume averages over the old workers instead of handing it from worker to worker."""
+  return jax.tree.map(lambda _: False, state).replace(model_state=jax.tree.map(lambda _: True, state.model_state))
+
+
 def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
   """The initial state on the mesh and the specs that carry it through ``shard_map``.
 
@@ -245,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with (claim_workdir(workdir, config, is_leader=jax.process_index() == 0, process_count=jax.process_count()),
         checkpoints.Checkpointer(workdir, config) as checkpointer,
         preemption or contextlib.nullcontext()):
-    state = checkpointer.restore_or(state)
+    state = checkpointer.restore_or(state, averaged=batch_statistics(state))
     start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,
