@@ -6,12 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import signvote_jax as sv
 from tests import harness
 from tests import reference
+
+nnx = pytest.importorskip("flax.nnx")  # Flax comes with the trainer's extra, not the library.
 
 M, STEPS, BATCH, FEATURES = 4, 8, 6, 5
 LR, B1 = 0.05, 0.9

@@ -36,7 +36,7 @@ def _get(name):
 
 def test_every_config_file_is_tested():
   names = {f[:-3] for f in os.listdir(os.path.join(harness.ROOT, "configs")) if f.endswith(".py")}
-  # digits: tests/test_train.py; digits_wide: below.
+  # digits: tests/train/test_train.py; digits_wide: below.
   assert names - {"__init__", "default"} == set(PAPER) | {"digits", "digits_wide"}
 
 

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from signvote_jax import hlo
 from tests import harness
-from tests.conftest import checkpointed_config
+from tests.train.conftest import checkpointed_config
 from configs import default, digits
 from train import checkpoints, config_checks, elastic, input_pipeline, train
 from train.errors import ConfigError

@@ -19,7 +19,7 @@ from train import config_checks, input_pipeline, train
 from train.preemption import Preempted, Preemption
 
 from tests import harness
-from tests.conftest import checkpointed_config
+from tests.train.conftest import checkpointed_config
 
 STOPPED = r"stopped by SIGTERM after step (\d+), its checkpoint saved; rerun the same command to resume\."
 
@@ -87,19 +87,22 @@ def test_sigterm_to_a_lone_process_saves_and_exits_143(data_dir, tmp_path, check
   assert_resumes_to_the_uninterrupted_state(data_dir, tmp_path, stopped_at, checkpointed_run)
 
 
-def _launch(config, workdir, *flags):
-  return subprocess.Popen(
-      [sys.executable, "-m", "train.launch", "--num_processes=2", "--grace=30", *flags, "--",
-       f"--workdir={workdir}", *command_line(config)],
+def _running_job(data_dir, workdir, grace=30, train_flags=()):
+  """Two processes under the launcher training :func:`checkpointed_config` without end, once into
+  their steps: ``(launcher, [process 0, process 1])``."""
+  config = checkpointed_config(data_dir)
+  config.num_steps = 100_000
+  launcher = subprocess.Popen(
+      [sys.executable, "-m", "train.launch", "--num_processes=2", f"--grace={grace}", "--", f"--workdir={workdir}",
+       *train_flags, *command_line(config)],
       cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
-
-
-def _workers(launcher, count=2, timeout=60):
-  parent, deadline = psutil.Process(launcher.pid), time.monotonic() + timeout
-  while len(parent.children()) < count and time.monotonic() < deadline:
+  parent, deadline = psutil.Process(launcher.pid), time.monotonic() + 60
+  while len(parent.children()) < 2 and time.monotonic() < deadline:
     time.sleep(0.1)
-  assert len(parent.children()) == count
-  return parent.children()
+  workers = sorted(parent.children(), key=lambda worker: worker.environ()["JAX_PROCESS_ID"])
+  assert len(workers) == 2
+  wait_for_training(workdir, launcher)
+  return launcher, workers
 
 
 def _gone(processes, timeout):
@@ -109,12 +112,8 @@ def _gone(processes, timeout):
 
 def test_sigterm_to_one_worker_stops_both_at_one_step(data_dir, tmp_path):
   """The notice reaches the other process through JAX's preemption service: both save the same step."""
-  config = checkpointed_config(data_dir)
-  config.num_steps = 100_000
-  launcher = _launch(config, tmp_path)
-  workers = _workers(launcher)
-  wait_for_training(tmp_path, launcher)
-  next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1").send_signal(signal.SIGTERM)
+  launcher, workers = _running_job(data_dir, tmp_path)
+  workers[1].send_signal(signal.SIGTERM)
   _, stderr = launcher.communicate(timeout=90)
   assert "Traceback" not in stderr, stderr[-3000:]
   lines = stderr.strip().splitlines()
@@ -126,11 +125,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step(data_dir, tmp_path):
 def test_workers_of_a_killed_launcher_stop_with_a_checkpoint(data_dir, tmp_path, checkpointed_run):
   """``kill -9`` of the launcher: its workers get SIGTERM (parent-death signal), stop at one step
   and save it; the run resumed in one process ends bit-identical to the uninterrupted one."""
-  config = checkpointed_config(data_dir)
-  config.num_steps = 100_000
-  launcher = _launch(config, tmp_path)
-  workers = _workers(launcher)
-  wait_for_training(tmp_path, launcher)
+  launcher, workers = _running_job(data_dir, tmp_path)
   launcher.kill()
   launcher.wait()
   assert _gone(workers, timeout=60), "workers outlived their launcher"
@@ -140,13 +135,9 @@ def test_workers_of_a_killed_launcher_stop_with_a_checkpoint(data_dir, tmp_path,
 
 
 def test_a_killed_peer_is_named_in_one_line_and_the_job_ends(data_dir, tmp_path):
-  config = checkpointed_config(data_dir)
-  config.num_steps = 100_000
-  launcher = _launch(config, tmp_path)
-  workers = _workers(launcher)
-  wait_for_training(tmp_path, launcher)
+  launcher, workers = _running_job(data_dir, tmp_path)
   started = time.monotonic()
-  next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1").kill()
+  workers[1].kill()
   _, stderr = launcher.communicate(timeout=90)
   assert time.monotonic() - started < 30  # Seconds, not a timeout.
   assert "Traceback" not in stderr and "Check failure" not in stderr, stderr[-3000:]
@@ -161,17 +152,9 @@ def test_a_stopped_peer_fails_the_job_at_the_heartbeat_timeout(data_dir, tmp_pat
   """A process that stops answering (SIGSTOP: a hung or partitioned host) is noticed by the
   coordinator after ``--heartbeat_timeout``; the job ends, the launcher names what happened to each
   process, and none is left behind."""
-  config = checkpointed_config(data_dir)
-  config.num_steps = 100_000
-  launcher = subprocess.Popen(
-      [sys.executable, "-m", "train.launch", "--num_processes=2", "--grace=5", "--", f"--workdir={tmp_path}",
-       "--heartbeat_timeout=3", *command_line(config)],
-      cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
-  workers = _workers(launcher)
-  wait_for_training(tmp_path, launcher)
+  launcher, workers = _running_job(data_dir, tmp_path, grace=5, train_flags=["--heartbeat_timeout=3"])
   started = time.monotonic()
-  stopped = next(w for w in workers if w.environ().get("JAX_PROCESS_ID") == "1")
-  stopped.suspend()
+  workers[1].suspend()
   _, stderr = launcher.communicate(timeout=120)
   assert time.monotonic() - started < 60  # The heartbeat timeout (3 s, detected within a few) and the grace (5 s).
   assert re.fullmatch(r"launch: process 0 of 2 was killed by SIGABRT; process 1 is stopped \(SIGSTOP\), killed; "
