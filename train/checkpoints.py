@@ -17,7 +17,6 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-import signvote_jax as sv
 from train import config_checks, distributed, elastic
 from train.errors import ConfigError, StorageError
 
@@ -73,22 +72,18 @@ def whole_state_sha256(host_state) -> str:
   return digest.hexdigest()
 
 
-# The vote's statistics: NaN where nothing was measured (no voters to compare, a worker that
-# abstained everywhere), so a NaN there is not damage.
-_STATISTICS = frozenset(sv.MajorityVoteState._fields) - {"count", "nonfinite"}
-
-
-def _nonfinite_leaf(state) -> str | None:
-  """The path of the first floating leaf of ``state`` holding a NaN or an infinity, if any (the
-  vote's statistics left out): each process checks its own shards, and they agree on the first."""
+def _nonfinite_leaf(state, may_be_nan) -> str | None:
+  """The path of the first floating leaf of ``state`` holding a NaN or an infinity, if any (leaves
+  ``may_be_nan`` marks left out): each process checks its own shards, and they agree on the first."""
   leaves = jax.tree_util.tree_leaves_with_path(state)
 
-  def nonfinite(path, leaf):
-    if getattr(path[-1], "name", None) in _STATISTICS or not jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
+  def nonfinite(leaf, allowed):
+    if allowed or not jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
       return False
     return any(not np.all(np.isfinite(np.asarray(shard.data))) for shard in leaf.addressable_shards)
 
-  first = next((i for i, (path, leaf) in enumerate(leaves) if nonfinite(path, leaf)), len(leaves))
+  first = next((i for i, ((_, leaf), allowed) in enumerate(zip(leaves, jax.tree.leaves(may_be_nan)))
+                if nonfinite(leaf, allowed)), len(leaves))
   if jax.process_count() > 1:
     first = int(np.min(multihost_utils.process_allgather(np.int32(first))))
   return jax.tree_util.keystr(leaves[first][0]) if first < len(leaves) else None
@@ -110,17 +105,21 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "config", "integrity"))
     self._writing = None  # The step of the save last started (Orbax finishes it in the background).
 
-  def restore_or(self, state, averaged=None):
+  def restore_or(self, state, *, averaged=None, may_be_nan=None):
     """The newest intact checkpoint's state (shaped and sharded like ``state``), or ``state`` if none.
 
-    ``averaged`` marks the per-worker leaves that a resume on another worker count averages (batch
-    statistics) rather than hands from worker to worker (momentum); see :mod:`train.elastic`.
+    Two trees of booleans shaped like ``state`` say what the trainer knows of its leaves:
+    ``averaged``, the per-worker leaves that a resume on another worker count averages (batch
+    statistics) rather than hands from worker to worker (momentum; see :mod:`train.elastic`), and
+    ``may_be_nan``, those where NaN means "not measured" rather than damage (the vote's statistics).
     """
+    nowhere = jax.tree.map(lambda _: False, state)
+    averaged, may_be_nan = averaged or nowhere, may_be_nan or nowhere
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
     for step in steps:
-      problem, restored = self._restore(step, state, averaged)
+      problem, restored = self._restore(step, state, averaged, may_be_nan)
       if problem is None:
         return restored
       _say(f"warning: the checkpoint of step {step} in {self._directory} is damaged ({problem}); "
@@ -130,7 +129,7 @@ class Checkpointer:
         f"no intact checkpoint in {self._directory} (damaged: steps {', '.join(map(str, steps))}, now "
         "removed); rerun to start from step 0, or use another workdir.")
 
-  def _restore(self, step: int, state, averaged):
+  def _restore(self, step: int, state, averaged, may_be_nan):
     """``(None, state)`` for an intact checkpoint, else ``(what is wrong, None)``."""
     try:
       saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
@@ -165,14 +164,12 @@ class Checkpointer:
       intact = integrity.get("sha256") == whole_state_sha256(distributed.to_host(items["state"]))
     if not intact:
       return "its checksum does not match its state", None
-    leaf = None if config_checks.is_fault_experiment(self._config) else _nonfinite_leaf(items["state"])
+    leaf = None if config_checks.is_fault_experiment(self._config) else _nonfinite_leaf(items["state"], may_be_nan)
     if leaf is not None:
       return f"{leaf} is not finite", None
     if not resized:
       return None, items["state"]
     # Elastic resume is rare (a host lost or added): the whole state is gathered to remap it.
-    if averaged is None:
-      averaged = jax.tree.map(lambda _: False, state)
     remapped = elastic.remap_workers(distributed.to_host(items["state"]), distributed.to_host(state), stacked, averaged)
     _say(f"resuming the checkpoint of step {step}, saved by {min(saved_workers)} workers, on "
          f"{self._config.num_workers}: new worker i takes the momentum of worker i mod {min(saved_workers)}, "

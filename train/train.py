@@ -31,6 +31,8 @@ from train.workdir import check_workdir, claim_workdir
 
 # Logged per worker when the optimizer votes: the statistics in the vote's state.
 VOTE_STATISTICS = ("agreement", "kappa", "nonfinite", "voter_kappa")
+# The vote's statistics that are NaN where there was nothing to measure (sv.MajorityVoteState).
+MAY_BE_UNMEASURED = ("agreement", "kappa", "voter_agreement", "voter_kappa")
 
 
 @flax.struct.dataclass
@@ -119,6 +121,12 @@ def batch_statistics(state: TrainState) -> TrainState:
   """True for each leaf of ``model_state`` (a worker's batch statistics), False elsewhere: what an
   elastic resume averages over the old workers instead of handing it from worker to worker."""
   return jax.tree.map(lambda _: False, state).replace(model_state=jax.tree.map(lambda _: True, state.model_state))
+
+
+def unmeasured_statistics(state: TrainState) -> TrainState:
+  """True for each leaf of the vote's agreement statistics in ``opt_state``, which are NaN where
+  nothing was measured (a worker that abstained everywhere, shards with one voter); False elsewhere."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "name", None) in MAY_BE_UNMEASURED, state)
 
 
 def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
@@ -251,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with (claim_workdir(workdir, config, is_leader=jax.process_index() == 0, process_count=jax.process_count()),
         checkpoints.Checkpointer(workdir, config) as checkpointer,
         preemption or contextlib.nullcontext()):
-    state = checkpointer.restore_or(state, averaged=batch_statistics(state))
+    state = checkpointer.restore_or(state, averaged=batch_statistics(state), may_be_nan=unmeasured_statistics(state))
     start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,

@@ -358,6 +358,22 @@ def test_the_checksum_is_summed_from_where_the_state_lives_whatever_its_layout()
   assert checkpoints.fingerprint(placed(momentum[[1, 0, 2, 3]], "workers"), stacked) != f"{expected:064x}"
 
 
+def test_a_non_finite_leaf_is_damage_unless_it_is_an_unmeasured_statistic():
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("workers",),
+                           axis_types=(jax.sharding.AxisType.Explicit,))
+
+  def state(momentum_value):
+    momentum = np.full((4, 3), momentum_value, np.float32)
+    return {"momentum": jax.device_put(momentum, jax.sharding.NamedSharding(mesh, P("workers"))),
+            "kappa": jax.device_put(np.full(4, np.nan, np.float32), jax.sharding.NamedSharding(mesh, P())),
+            "count": jax.device_put(np.int32(3), jax.sharding.NamedSharding(mesh, P()))}
+
+  may_be_nan = {"momentum": False, "kappa": True, "count": False}
+  assert checkpoints._nonfinite_leaf(state(0.5), may_be_nan) is None  # pylint: disable=protected-access
+  assert checkpoints._nonfinite_leaf(state(np.inf), may_be_nan) == "['momentum']"  # pylint: disable=protected-access
+  assert checkpoints._nonfinite_leaf(state(0.5), {**may_be_nan, "kappa": False}) == "['kappa']"  # pylint: disable=protected-access
+
+
 def test_elastic_resume_on_four_then_six_workers(data_dir, main_run, tmp_path, capsys):
   """8 workers, then the same run resumed on 4, then on 6: it goes on, and ends as accurate (within
   1 point) as the uninterrupted run on 8 (the main job, whose checkpoints are every 100 steps too)."""
