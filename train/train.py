@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from typing import Any
 
 import flax
@@ -24,15 +23,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import signvote_jax as sv
 from signvote_jax import hlo
-from train import checkpoints, config_checks, distributed, input_pipeline, models, optimizers, reporting
+from train import checkpoints, config_checks, distributed, input_pipeline, models, optimizers, reporting, vote_statistics
 from train.errors import ConfigError
 from train.preemption import Preempted, Preemption
 from train.workdir import check_workdir, claim_workdir
 
-# Logged per worker when the optimizer votes: the statistics in the vote's state.
-VOTE_STATISTICS = ("agreement", "kappa", "nonfinite", "voter_kappa")
-# The vote's statistics that are NaN where there was nothing to measure (sv.MajorityVoteState).
-MAY_BE_UNMEASURED = ("agreement", "kappa", "voter_agreement", "voter_kappa")
 
 
 @flax.struct.dataclass
@@ -126,7 +121,8 @@ def batch_statistics(state: TrainState) -> TrainState:
 def unmeasured_statistics(state: TrainState) -> TrainState:
   """True for each leaf of the vote's agreement statistics in ``opt_state``, which are NaN where
   nothing was measured (a worker that abstained everywhere, shards with one voter); False elsewhere."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "name", None) in MAY_BE_UNMEASURED, state)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "name", None) in vote_statistics.MAY_BE_UNMEASURED, state)
 
 
 def create_train_state(exp: Experiment) -> tuple[TrainState, TrainState]:
@@ -182,7 +178,7 @@ def make_train_step(exp: Experiment, specs: TrainState):
     new_state = TrainState(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state)
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
     per_worker = {"loss": loss[None], "accuracy": accuracy[None], "params_finite": finite[None]}
-    statistics = {name: optax.tree.get(opt_state, name) for name in VOTE_STATISTICS}
+    statistics = {name: optax.tree.get(opt_state, name) for name in vote_statistics.LOGGED}
     shared = {} if statistics["kappa"] is None else statistics
     return new_state.replace(model_state=sv.stack_per_worker(model_state)), (per_worker, shared)
 
@@ -275,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         "num_processes": jax.process_count(),
         "process_index": jax.process_index(),
         "devices": [str(d) for d in exp.mesh.devices.flat],
-        **run_vote_statistics(report.records),
+        **vote_statistics.over_run(report.records),
         "config": config_checks.config_to_json(config),
     }
     report.finish(summary)
@@ -355,37 +351,6 @@ def wire_bytes_per_host(compiled) -> float:
   return network * jax.local_device_count()
 
 
-def mean_over_periods(rows) -> np.ndarray:
-  """Per worker, the mean of a statistic over steps or log periods ``[T, M]``, NaNs left out
-  (a worker that never voted stays NaN)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # The mean of an all-NaN column: NaN, as it should be.
-    return np.nanmean(np.asarray(rows, np.float64), axis=0)
-
-
-def run_vote_statistics(records) -> dict:
-  """Each worker's kappa as a sender and as a voter averaged over every logged train period of the
-  run, and the workers they name (``suspected_workers``, ``suspected_voters``).
-
-  A whole run's average: one period's kappa is noisy once the gradients are small (an honest worker
-  can dip below the threshold for a period near convergence), while a faulty worker stays low
-  throughout. After an elastic resume only the periods since the worker count last changed count.
-  ``None`` where the optimizer does not vote; voters are measured only with ``replicas`` >= 3.
-  """
-  out = {}
-  for statistic, named in (("kappa", "suspected_workers"), ("voter_kappa", "suspected_voters")):
-    rows = [r[statistic] for r in records if r["split"] == "train" and r.get(statistic) is not None]
-    if not rows:
-      out.update({statistic: None, named: None})
-      continue
-    first = len(rows)
-    while first > 0 and len(rows[first - 1]) == len(rows[-1]):
-      first -= 1
-    mean = mean_over_periods([[np.nan if k is None else k for k in row] for row in rows[first:]])
-    out.update({statistic: mean.tolist(), named: sv.suspected_workers(mean)})
-  return out
-
-
 def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
   """Train metrics averaged over the steps in ``pending`` (the last of them is step ``done``).
 
@@ -393,9 +358,7 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
   (and is counted in ``nonfinite``); the loss is averaged over the finite values and
   ``nonfinite_losses`` counts the others. Only non-finite parameters stop it.
 
-  The vote statistics are averaged too: one step's are noisy once the gradients are small, and the
-  mean over the log period names faulty workers without naming honest ones by chance. A worker's
-  agreement and kappa are averaged over the steps where it voted (NaN if it never did).
+  The vote's statistics are averaged too (:func:`train.vote_statistics.over_steps`).
   """
   fetched = distributed.to_host(pending)
   first = done - len(fetched) + 1
@@ -415,8 +378,5 @@ def summarize_train(pending, done, schedule, allow_nonfinite) -> dict:
       "learning_rate": float(schedule(done - 1)),
   }
   if fetched[0][1]:
-    for name in VOTE_STATISTICS:
-      out[name] = mean_over_periods([shared[name] for _, shared in fetched]).tolist()
-    out["suspected_workers"] = sv.suspected_workers(out["kappa"])
-    out["suspected_voters"] = sv.suspected_workers(out["voter_kappa"])
+    out.update(vote_statistics.over_steps([shared for _, shared in fetched]))
   return out
