@@ -17,7 +17,7 @@ Triton twin: a custom kernel would need the momentum written out before it could
 
 from .dispatch import IMPLS, triton_impls
 from .fusion import computed_once
-from .packing import (filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum, sign_planes,
+from .packing import (ballot_of_planes, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum, sign_planes,
                       unpack_signs, unpack_ternary, word_masks)
 from .voting import AgreementCounts, agreement_counts, decode_planes, majority, vote_planes
 
@@ -25,6 +25,7 @@ __all__ = [
     "AgreementCounts",
     "IMPLS",
     "agreement_counts",
+    "ballot_of_planes",
     "computed_once",
     "decode_planes",
     "filler_word",

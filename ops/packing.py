@@ -80,10 +80,15 @@ def pack_ballot(x: jax.Array, phase):
   """
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"pack_ballot needs a floating array, got dtype {x.dtype}.")
-  positive, says, nonfinite = sign_planes(x)
-  filler = filler_word(phase) & word_masks(x.size)
-  words = (positive & says) | (filler & ~says)
-  return words, says != 0, popcount_sum(nonfinite)
+  return ballot_of_planes(*sign_planes(x), word_masks(x.size), phase)
+
+
+def ballot_of_planes(positive, says, nonfinite, valid, phase):
+  """:func:`pack_ballot`'s ``(words, voting, nonfinite)`` from :func:`sign_planes`' three planes and
+  the mask of the bits that hold a coordinate (``valid``, :func:`word_masks`): the sign where a
+  coordinate has something to say, else the filler bit."""
+  filler = filler_word(phase) & valid
+  return (positive & says) | (filler & ~says), says != 0, popcount_sum(nonfinite)
 
 
 def sign_planes(*xs: jax.Array):
@@ -109,7 +114,7 @@ def sign_planes(*xs: jax.Array):
   for f, n in zip(flats, sizes):
     whole = n // BITS * BITS
     if whole:
-      parts.append(_classified(f[:whole].reshape(-1, BITS)))
+      parts.append(_classified(f[:whole]))
     if whole < n:
       parts.append((jnp.zeros((1,), jnp.uint32),) * 3)
       tails.append(jnp.pad(f[whole:], (0, BITS - (n - whole))))
@@ -119,20 +124,16 @@ def sign_planes(*xs: jax.Array):
   if not tails:
     return planes
   # The partial words of all arrays in one small reduction.
-  tail_words = _classified(jnp.stack([t.astype(jnp.result_type(*tails)) for t in tails]))
+  tail_words = _classified(jnp.concatenate([t.astype(jnp.result_type(*tails)) for t in tails]))
   last = np.cumsum([num_words(n) for n in sizes]) - 1
   where = np.asarray([w for w, n in zip(last, sizes) if n % BITS])
   return tuple(plane.at[where].set(words) for plane, words in zip(planes, tail_words))
 
 
 def _classified(values):
-  """``(positive, says, nonfinite)`` words of ``values [..., k]`` (k <= 32), over the last axis,
-  in one variadic reduction: bit j of a word from ``values[..., j]``."""
+  """``(positive, says, nonfinite)`` words of ``values [..., 32 * W]``, in one pass (:func:`pack_bit_rows`)."""
   finite = jnp.isfinite(values)
-  bit = _bit_values(values.shape)
-  zero = jnp.zeros(values.shape, jnp.uint32)
-  planes = [jax.lax.select(p, bit, zero) for p in (values > 0, finite & (values != 0), ~finite)]
-  return jax.lax.reduce(tuple(planes), (jnp.uint32(0),) * 3, or_each, (values.ndim - 1,))
+  return pack_bit_rows(values > 0, finite & (values != 0), ~finite)
 
 
 def or_each(a: tuple, b: tuple) -> tuple:

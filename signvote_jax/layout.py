@@ -54,9 +54,7 @@ class WordLayout:
     """This worker's ballot of all ``leaves`` in one buffer, as :func:`ops.pack_ballot` makes one of
     each leaf: its sign where a coordinate has something to say, else the filler bit, and the words
     it votes on. Built on the whole buffer at once, after one pass over each leaf."""
-    positive, says, nonfinite = self.planes(leaves)
-    filler = ops.filler_word(phase) & self.valid_mask()
-    return Ballot((positive & says) | (filler & ~says), says != 0, ops.popcount_sum(nonfinite))
+    return Ballot(*ops.ballot_of_planes(*self.planes(leaves), self.valid_mask(), phase))
 
   def floats(self, leaves) -> jax.Array:
     """All ``leaves`` as one ``f32[32 * padded_words]`` buffer with the word layout: coordinate ``j``
