@@ -7,8 +7,6 @@ resumes from the newest intact one; where none is intact it stops with one line 
 
 import contextlib
 import hashlib
-import os
-import re
 import sys
 
 import jax
@@ -17,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from train import config_checks, distributed, elastic
+from train import config_checks, distributed, elastic, errors
 from train.errors import ConfigError, StorageError
 
 
@@ -91,7 +89,7 @@ def _nonfinite_leaf(state, may_be_nan) -> str | None:
 
 def _say(line: str) -> None:
   """One line on stderr, from process 0 only (every process restores the same checkpoints)."""
-  if jax.process_index() == 0:
+  if distributed.is_leader():
     print(line, file=sys.stderr, flush=True)
 
 
@@ -203,7 +201,7 @@ class Checkpointer:
       yield
     except Exception as e:  # pylint: disable=broad-exception-caught
       raise StorageError(
-          f"cannot save the checkpoint of step {step} in {self._directory}: {_reason(e)}; the checkpoints before "
+          f"cannot save the checkpoint of step {step} in {self._directory}: {errors.reason(e)}; the checkpoints before "
           "it are intact: make room and rerun the same command to resume from the newest of them.") from e
 
   def __enter__(self):
@@ -215,19 +213,6 @@ class Checkpointer:
     except StorageError:
       if exc_type is None:
         raise  # Else the error that ended the run is the one to report.
-
-
-def _reason(error: BaseException) -> str:
-  """The operating system's reason behind an error (e.g. "No space left on device"), else its type and text."""
-  seen = error
-  while seen is not None:
-    if isinstance(seen, OSError) and seen.strerror:
-      return seen.strerror
-    code = re.search(r"os_error_code='(\d+)'", str(seen))  # Tensorstore's errors carry the errno in their text.
-    if code:
-      return os.strerror(int(code.group(1)))
-    seen = seen.__cause__ or seen.__context__
-  return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
 
 
 def per_worker_leaves(state):

@@ -12,6 +12,8 @@ import threading
 import jax
 from jax.experimental import multihost_utils
 
+from train.errors import first_line
+
 # The environment the local launcher (``python -m train.launch``) sets for each process; on a real
 # cluster, flags or JAX's own cluster detection (SLURM, Open MPI, ...) provide the same.
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
@@ -65,9 +67,8 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
       jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                  initialization_timeout=join_timeout + 60, heartbeat_timeout_seconds=heartbeat_timeout)
     except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
-      reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
       raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
-                      f"{reason[:200]}; start every process with the same --coordinator_address and --num_processes.") from e
+                      f"{first_line(e)[:200]}; start every process with the same --coordinator_address and --num_processes.") from e
     finally:
       joined.set()
 
@@ -120,7 +121,6 @@ def lost_a_peer(error: BaseException) -> bool:
 
 def lost_peer_message(error: BaseException) -> str:
   """One line for a survivor: what the runtime saw, and where to look for why."""
-  first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
   return (f"process {jax.process_index()} of {jax.process_count()} lost contact with another process of the job "
-          f"({first[:160]}); that process's own output (or the launcher's last line) says why. Rerun the job "
+          f"({first_line(error)[:160]}); that process's own output (or the launcher's last line) says why. Rerun the job "
           "to resume from its last checkpoint.")

@@ -46,6 +46,11 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
     pass
 
 
+def _signal_all(processes, signum: int) -> None:
+  for p in processes:
+    _signal_group(p, signum)
+
+
 def _die_with(parent: int) -> None:
   """Run in each worker before it starts: SIGTERM to it when the launcher (``parent``) dies, however
   it dies (Linux's parent-death signal), so that no worker trains on under PID 1."""
@@ -83,8 +88,7 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
   def forward(signum, frame):
     del frame
     received.append(signum)
-    for p in processes:
-      _signal_group(p, signum)
+    _signal_all(processes, signum)
 
   previous = {s: signal.signal(s, forward) for s in FORWARDED}
   try:
@@ -118,8 +122,7 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
       if all(c == 0 for c in codes):
         return 0
       if deadline is not None and time.monotonic() > deadline:  # Stopped as if preempted: they save first.
-        for p in processes:
-          _signal_group(p, signal.SIGTERM)
+        _signal_all(processes, signal.SIGTERM)
         _wait(processes, grace)
         print(f"launch: stopped after {timeout} s", file=sys.stderr)
         return 124

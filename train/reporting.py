@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tqdm
 
-from train.errors import StorageError
+from train.errors import StorageError, reason
 
 
 @contextlib.contextmanager
@@ -18,7 +18,7 @@ def writing(path: str):
     yield
   except OSError as e:
     raise StorageError(
-        f"cannot write {path!r}: {e.strerror or e}; what the run wrote before is intact (a torn last line is "
+        f"cannot write {path!r}: {reason(e)}; what the run wrote before is intact (a torn last line is "
         "dropped on resume): make room and rerun the same command to resume from the last checkpoint.") from e
 
 

@@ -252,14 +252,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   check_workdir(workdir)
   exp = Experiment.create(config)
   state, specs = create_train_state(exp)
-  with (claim_workdir(workdir, config, is_leader=jax.process_index() == 0, process_count=jax.process_count()),
+  with (claim_workdir(workdir, config),
         checkpoints.Checkpointer(workdir, config) as checkpointer,
         preemption or contextlib.nullcontext()):
     state = checkpointer.restore_or(state, averaged=batch_statistics(state), may_be_nan=unmeasured_statistics(state))
     start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
         workdir, start_step=start_step, num_steps=exp.num_steps,
-        enabled=jax.process_index() == 0, progress_bar=config.progress_bar)
+        enabled=distributed.is_leader(), progress_bar=config.progress_bar)
     train_loop(exp, state, specs, start_step, checkpointer, report, preemption)
     last_eval = report.last(config.eval_split)
     summary = {

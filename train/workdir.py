@@ -17,10 +17,11 @@ import os
 import socket
 import time
 
+import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from train import config_checks
+from train import config_checks, distributed
 from train.errors import ConfigError
 
 LOCK_FILE, CONFIG_FILE = "lock", "config.json"
@@ -48,14 +49,14 @@ def check_workdir(workdir: str) -> None:
 
 
 @contextlib.contextmanager
-def claim_workdir(workdir: str, config, *, is_leader: bool, process_count: int):
+def claim_workdir(workdir: str, config):
   """Holds ``workdir`` for one job: creates it, locks it and checks and records the config.
 
-  Process 0 (``is_leader``) does the file work; the job's other processes learn its outcome, so
-  that every process stops with its own one-line ``ConfigError`` when the workdir is refused.
+  Process 0 does the file work; the job's other processes learn its outcome, so that every
+  process stops with its own one-line ``ConfigError`` when the workdir is refused.
   """
   problem, lock = "", None
-  if is_leader:
+  if distributed.is_leader():
     try:
       os.makedirs(workdir, exist_ok=True)
       lock = _lock(workdir)
@@ -64,7 +65,7 @@ def claim_workdir(workdir: str, config, *, is_leader: bool, process_count: int):
       problem = str(e)
     except OSError as e:
       problem = f"cannot write the workdir {workdir!r}: {e.strerror}; pass a directory you can write."
-  if process_count > 1:  # Every process must stop, not process 0 alone.
+  if jax.process_count() > 1:  # Every process must stop, not process 0 alone.
     refused = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
     if refused and not problem:
       problem = f"process 0 refused the workdir {workdir!r} (its error line says why)."
