@@ -35,9 +35,9 @@ def optimizer(method: str, axes) -> optax.GradientTransformation:
   if method == "sgd_allreduce":
     return optax.chain(sv.mean_allreduce(axes), optax.sgd(0.1, momentum=0.9))
   if method == "signum_hierarchical":
-    return sv.signum(1e-4, axis_name=axes[0], inner_axis_name=axes[1], strategy="hierarchical",
-                     outer_strategy="alltoall")
-  return sv.signum(1e-4, axis_name=axes, strategy=method.removeprefix("signum_"))
+    return sv.signum(1e-4, vote=sv.Vote(axes[0], inner_axis_name=axes[1], strategy="hierarchical",
+                                           outer_strategy="alltoall"))
+  return sv.signum(1e-4, vote=sv.Vote(axes, strategy=method.removeprefix("signum_")))
 
 
 def _mesh(per_host: int) -> jax.sharding.Mesh:

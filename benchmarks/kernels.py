@@ -25,7 +25,7 @@ from benchmarks import results, timing
 def signum_step(size, impl):
   """One Signum update on one worker: momentum, its sign (0 where it has nothing to say), decay, scale."""
   mesh = jax.make_mesh((1,), ("workers",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
-  opt = sv.shard_optimizer(sv.signum(1e-4, 0.9, 1e-4, axis_name="workers", impl=impl), mesh)
+  opt = sv.shard_optimizer(sv.signum(1e-4, 0.9, 1e-4, vote=sv.Vote("workers", impl=impl)), mesh)
   shared = jax.sharding.PartitionSpec()
   state = opt.init(jnp.zeros((size,), jnp.float32))
   specs = sv.partition_specs(state)

@@ -67,11 +67,11 @@ def voting_optimizer(method: str, axes) -> optax.GradientTransformation:
   if method == "adam_allreduce":
     return optax.chain(sv.mean_allreduce(workers), optax.adamw(1e-3, weight_decay=1e-4))
   if method == "signum_hierarchical":
-    return sv.signum(1e-4, 0.9, 1e-4, axis_name=axes[0], inner_axis_name=axes[1], strategy="hierarchical",
-                     outer_strategy="alltoall")
+    return sv.signum(1e-4, 0.9, 1e-4, vote=sv.Vote(axes[0], inner_axis_name=axes[1], strategy="hierarchical",
+                                                      outer_strategy="alltoall"))
   replicas = 3 if method.endswith("_r3") else None
-  return sv.signum(1e-4, 0.9, 1e-4, axis_name=workers, strategy=method.removeprefix("signum_").removesuffix("_r3"),
-                   replicas=replicas)
+  return sv.signum(1e-4, 0.9, 1e-4, vote=sv.Vote(workers, strategy=method.removeprefix("signum_").removesuffix("_r3"),
+                                                    replicas=replicas))
 
 
 class Step:

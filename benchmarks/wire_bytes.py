@@ -64,11 +64,11 @@ def optimizer(method: str, axes):
   if method.startswith("allreduce"):
     return optax.chain(sv.mean_allreduce(axes), optax.sgd(0.1, momentum=0.9))
   if method == "hierarchical":
-    return sv.signum(1e-4, axis_name=axes[0], inner_axis_name=axes[1], strategy="hierarchical",
-                     outer_strategy="alltoall")
+    return sv.signum(1e-4, vote=sv.Vote(axes[0], inner_axis_name=axes[1], strategy="hierarchical",
+                                           outer_strategy="alltoall"))
   if method.startswith("alltoall_r"):
-    return sv.signum(1e-4, axis_name=axes, strategy="alltoall", replicas=replicas(method))
-  return sv.signum(1e-4, axis_name=axes, strategy=method)
+    return sv.signum(1e-4, vote=sv.Vote(axes, strategy="alltoall", replicas=replicas(method)))
+  return sv.signum(1e-4, vote=sv.Vote(axes, strategy=method))
 
 
 def replicas(method: str) -> int:

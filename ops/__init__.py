@@ -15,17 +15,19 @@ computation is lowered for a GPU and ``jax_triton`` imports, and JAX otherwise. 
 Triton twin: a custom kernel would need the momentum written out before it could read it.
 """
 
-from .dispatch import IMPLS, triton_impls
+from .dispatch import IMPLS, check_impl, triton_importable, triton_impls
 from .fusion import computed_once
-from .packing import (ballot_of_planes, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum, sign_planes,
-                      unpack_signs, unpack_ternary, word_masks)
+from .packing import (BITS, ballot_of_planes, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum,
+                      sign_planes, unpack_bits, unpack_signs, unpack_ternary, word_masks)
 from .voting import AgreementCounts, agreement_counts, decode_planes, majority, vote_planes
 
 __all__ = [
     "AgreementCounts",
+    "BITS",
     "IMPLS",
     "agreement_counts",
     "ballot_of_planes",
+    "check_impl",
     "computed_once",
     "decode_planes",
     "filler_word",
@@ -37,7 +39,9 @@ __all__ = [
     "pack_ternary",
     "popcount_sum",
     "sign_planes",
+    "triton_importable",
     "triton_impls",
+    "unpack_bits",
     "unpack_signs",
     "unpack_ternary",
     "vote_planes",

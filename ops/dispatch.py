@@ -13,9 +13,15 @@ IMPLS = ("auto", "jax", "triton")
 
 
 def check_impl(impl: str) -> None:
-  """Raises ValueError for an unknown ``impl``; called where a transform is built."""
+  """Raises ValueError for an unknown ``impl``, or ``"triton"`` where jax-triton cannot import;
+  called where a transform is built (and by every kernel that takes ``impl``)."""
   if impl not in IMPLS:
     raise ValueError(f"impl={impl!r} is not one of {IMPLS}.")
+  if impl == "triton" and not triton_importable():
+    raise ValueError(
+        "impl='triton' needs a GPU build of jax and the jax-triton package "
+        "(pip install 'signvote-jax[gpu]'); use impl='jax' or impl='auto' on this machine."
+    )
 
 
 @functools.cache
@@ -38,17 +44,12 @@ def call(impl: str, jax_fn, triton_fn, *args):
 
   ``"auto"`` lowers ``triton_fn`` for CUDA and ``jax_fn`` for every other platform when jax-triton
   is installed (only the branch of the platform being lowered is compiled), and ``jax_fn`` otherwise.
-  ``"triton"`` without jax-triton raises a ValueError that says what to do.
+  ``"triton"`` without jax-triton raises a ValueError that says what to do (:func:`check_impl`).
   """
   check_impl(impl)
   if impl == "jax":
     return jax_fn(*args)
   if impl == "triton":
-    if not triton_importable():
-      raise ValueError(
-          "impl='triton' needs a GPU build of jax and the jax-triton package "
-          "(pip install 'signvote-jax[gpu]'); use impl='jax' or impl='auto' on this machine."
-      )
     return triton_fn(*args)
   if not triton_importable():
     return jax_fn(*args)

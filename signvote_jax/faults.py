@@ -1,4 +1,4 @@
-"""Faulty workers in every role they play, and how the vote's statistics name them.
+"""Faulty workers in every role they play, injected into the vote for tests and benchmarks.
 
 A worker plays up to three roles in a vote (the threat model of ``DESIGN.md``): it *sends* a ballot
 (:func:`byzantine`, including ``"equivocate"``: a different ballot to each receiver), it *votes*
@@ -9,7 +9,8 @@ How each fault is simulated inside the SPMD program: update-level kinds replace 
 workers pass to the vote; ``"equivocate"`` marks the update (:class:`Equivocating`) and the vote's
 exchange corrupts each *received* copy of a faulty sender's ballot according to the receiver (the
 receiver's view is all that a message is); a voter fault corrupts, on the faulty worker, the vote
-results and counts it puts on the wire back.
+results and counts it puts on the wire back. How the vote's statistics name them:
+:mod:`signvote_jax.statistics`.
 """
 
 import dataclasses
@@ -259,41 +260,3 @@ def voter(kind: str, workers: Sequence[int], seed: int = 0) -> VoterFault:
     raise ValueError(f"Unknown voter fault {kind!r}; valid kinds are {VOTER_KINDS}, or one of "
                      "negate, random, zero joined with '+blame'.")
   return VoterFault(lies[0] if lies else None, "blame" in parts, _check_indices(workers), seed)
-
-
-def suspected_workers(kappa) -> list[int]:
-  """Names the workers whose chance-corrected agreement with the vote is suspiciously low.
-
-  Honest workers share the true gradient sign, so they agree with the vote well beyond chance
-  (kappa well above 0, see :func:`signvote_jax.vote.vote_statistics`); a worker sending random signs,
-  or a constant ballot, sits near 0, and a negating one below it. A worker with nothing to say
-  (a dead one sending zeros, a NaN one) abstains: its kappa is NaN, and it is reported as
-  abstaining (``MajorityVoteState.nonfinite`` tells why), never suspected. With fewer than M/2
-  faulty workers the median is an honest worker's, so a worker is suspected when its kappa falls
-  below half the median. When the median itself is 0 or below, the statistics carry no signal and
-  no one is named.
-
-  The same rule names faulty *voters* from ``MajorityVoteState.voter_kappa`` (``replicas`` of 3 or
-  more): an honest voter's results agree with the combined vote (kappa 1 without equivocation), a
-  negating voter's sit near -1, random or all-tie ones near or below 0.
-
-  Args:
-    kappa: ``f32[M]``, e.g. ``MajorityVoteState.kappa`` (averaged over a few steps: one step's is
-      noisy once the gradients are small).
-
-  Returns:
-    Sorted indices of the suspected workers.
-
-  >>> suspected_workers([0.6, 0.55, 0.0, 0.62, -0.5, float("nan")])  # the last abstained everywhere
-  [2, 4]
-  """
-  kappa = np.asarray(kappa, np.float64)
-  if kappa.ndim != 1:
-    raise ValueError(f"kappa must be one value per worker (shape [M]), got shape {kappa.shape}.")
-  measured = np.isfinite(kappa)  # NaN: a worker that abstained everywhere, or a lone worker.
-  if not measured.any():
-    return []
-  median = float(np.median(kappa[measured]))
-  if not median > 0:
-    return []
-  return [int(i) for i in np.flatnonzero(measured & (kappa < median / 2))]

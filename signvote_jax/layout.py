@@ -62,8 +62,8 @@ class WordLayout:
     parts = []
     for leaf, size in zip(leaves, self.sizes):
       flat = jnp.ravel(leaf).astype(jnp.float32)
-      parts.append(jnp.pad(flat, (0, ops.num_words(size) * ops.packing.BITS - size)))
-    parts.append(jnp.zeros(((self.padded_words - self.num_words) * ops.packing.BITS,), jnp.float32))
+      parts.append(jnp.pad(flat, (0, ops.num_words(size) * ops.BITS - size)))
+    parts.append(jnp.zeros(((self.padded_words - self.num_words) * ops.BITS,), jnp.float32))
     return jnp.concatenate(parts)
 
   def valid_mask(self) -> jax.Array:

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import optax
 
 from signvote_jax import axes
-from signvote_jax.vote import scale_by_majority_vote
+from signvote_jax.axes import AxisName
+from signvote_jax.vote import Vote, as_vote, scale_by_majority_vote
 
 
 def _check(name: str, value, ok, valid: str) -> None:
@@ -71,15 +72,9 @@ def signum(
     b1: float = 0.9,
     weight_decay: float = 0.0,
     *,
-    axis_name=None,
-    strategy: str = "allgather",
-    inner_axis_name=None,
-    outer_strategy: str = "allgather",
-    num_workers: int | None = None,
-    replicas: int | None = None,
+    axis_name: AxisName = None,
+    vote: Vote | None = None,
     fault: optax.GradientTransformation | None = None,
-    voter_fault=None,
-    impl: str = "auto",
 ) -> optax.GradientTransformation:
   r"""Signum with majority vote (Algorithm 1 of Bernstein et al., ICLR 2019).
 
@@ -103,13 +98,12 @@ def signum(
     learning_rate: :math:`\eta`, a float or an optax schedule.
     b1: momentum :math:`\beta` in [0, 1).
     weight_decay: :math:`\lambda`, decoupled (not scaled by the vote). Pass ``params`` to update.
-    axis_name: the workers' mapped axis (the hosts' for ``"hierarchical"``); None for one worker
-      with no collective (plain Signum).
-    strategy, inner_axis_name, outer_strategy, num_workers, replicas, impl: see
-      :func:`signvote_jax.scale_by_majority_vote`.
+    axis_name: the workers' mapped axis, for the default vote over it (``Vote(axis_name)``,
+      ``"allgather"``); None for one worker with no collective (plain Signum).
+    vote: how the workers vote, a :class:`signvote_jax.Vote` (strategy, replicas, kernels, ...),
+      for any other vote than the default (``axis_name`` then left out).
     fault: a transform applied to each worker's momentum just before the vote, such as
       :func:`signvote_jax.faults.byzantine`; the worker's own momentum stays honest.
-    voter_fault: workers that lie as voters, :func:`signvote_jax.faults.voter`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -131,9 +125,7 @@ def signum(
   _check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
   _check("b1", b1, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return _voted(momentum(b1), learning_rate, weight_decay, axis_name=axis_name, strategy=strategy,
-                inner_axis_name=inner_axis_name, outer_strategy=outer_strategy, num_workers=num_workers,
-                replicas=replicas, fault=fault, voter_fault=voter_fault, impl=impl)
+  return _voted(momentum(b1), learning_rate, weight_decay, fault, as_vote(axis_name, vote, "signum"))
 
 
 def lion_direction(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransformation:
@@ -153,15 +145,9 @@ def lion(
     b2: float = 0.99,
     weight_decay: float = 0.0,
     *,
-    axis_name=None,
-    strategy: str = "allgather",
-    inner_axis_name=None,
-    outer_strategy: str = "allgather",
-    num_workers: int | None = None,
-    replicas: int | None = None,
+    axis_name: AxisName = None,
+    vote: Vote | None = None,
     fault: optax.GradientTransformation | None = None,
-    voter_fault=None,
-    impl: str = "auto",
 ) -> optax.GradientTransformation:
   r"""Distributed Lion: each worker's Lion direction, majority-voted (Chen et al., 2023).
 
@@ -173,7 +159,8 @@ def lion(
   Lion's update is already a sign, so it travels as one bit a coordinate like Signum's; the chain
   is ``lion_direction(b1, b2) -> [fault] -> scale_by_majority_vote -> add_decayed_weights ->
   scale_by_learning_rate``. Lion wants a smaller learning rate than Signum (about 3-10x, as against
-  AdamW) and a larger weight decay. The vote's arguments are those of :func:`signum`.
+  AdamW) and a larger weight decay. ``axis_name``, ``vote`` and ``fault`` are those of
+  :func:`signum`.
 
   References:
     Chen et al., `Symbolic Discovery of Optimization Algorithms <https://arxiv.org/abs/2302.06675>`_,
@@ -183,17 +170,15 @@ def lion(
   _check("b1", b1, lambda v: 0 <= v <= 1, "in [0, 1]")
   _check("b2", b2, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return _voted(lion_direction(b1, b2), learning_rate, weight_decay, axis_name=axis_name, strategy=strategy,
-                inner_axis_name=inner_axis_name, outer_strategy=outer_strategy, num_workers=num_workers,
-                replicas=replicas, fault=fault, voter_fault=voter_fault, impl=impl)
+  return _voted(lion_direction(b1, b2), learning_rate, weight_decay, fault, as_vote(axis_name, vote, "lion"))
 
 
-def _voted(direction, learning_rate, weight_decay, *, axis_name, inner_axis_name, fault, **vote):
+def _voted(direction, learning_rate, weight_decay, fault, vote: Vote):
   """``direction`` per worker (state typed varying), ``[fault]``, the vote, decoupled weight decay, η."""
   return optax.chain(
-      axes.per_worker(direction, axes.axis_tuple(axis_name, inner_axis_name), elementwise=True),
+      axes.per_worker(direction, axes.axis_tuple(vote.axis_name, vote.inner_axis_name), elementwise=True),
       *([fault] if fault is not None else []),
-      scale_by_majority_vote(axis_name, inner_axis_name=inner_axis_name, **vote),
+      scale_by_majority_vote(vote=vote),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -47,7 +47,7 @@ class Voters(NamedTuple):
 
 def _unpack_flags(words, size):
   """``u32[..., ceil(size / 32)]`` word flags from the wire to ``bool[..., size]`` (of ``ops.pack_bits``)."""
-  return ops.packing.unpack_bits(words)[..., :size]
+  return ops.unpack_bits(words)[..., :size]
 
 
 def _allgather(ballot, valid, axis_name, phase, impl, voters: Voters, equivocation) -> Tally:
@@ -262,18 +262,28 @@ def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange
   return Tally(sign, nonzero, counts, nonfinite, voter_counts)
 
 
-STRATEGIES = ("allgather", "alltoall", "hierarchical")
-OUTER_STRATEGIES = tuple(EXCHANGES)
+# What users name with ``strategy=``; a hierarchical vote's exchange is its ``outer_strategy``.
+STRATEGIES = {
+    "allgather": Strategy("allgather", EXCHANGES["allgather"]),
+    "alltoall": Strategy("alltoall", EXCHANGES["alltoall"]),
+    "hierarchical": Strategy("hierarchical", EXCHANGES["allgather"], hierarchical=True),
+}
 
 
-def strategy(name: str, *, outer_strategy: str = "allgather", inner_axis_name=None, axis_name=None,
-             replicas: int | None = None, voter_fault: faults.VoterFault | None = None) -> Strategy:
+def strategy(name: str, *, outer_strategy: str = "allgather", replicas: int | None = None,
+             voter_fault: faults.VoterFault | None = None) -> Strategy:
   """The :class:`Strategy` a user names, or a ValueError that says what is wrong and what is valid."""
   if name not in STRATEGIES:
-    raise ValueError(f"Unknown strategy {name!r}; valid strategies are {STRATEGIES}.")
+    raise ValueError(f"Unknown strategy {name!r}; valid strategies are {tuple(STRATEGIES)}.")
+  if outer_strategy not in EXCHANGES:
+    raise ValueError(f"Unknown outer_strategy {outer_strategy!r}; valid ones are {tuple(EXCHANGES)}.")
+  plan = STRATEGIES[name]
+  if plan.hierarchical:
+    plan = dataclasses.replace(plan, exchange=EXCHANGES[outer_strategy])
+  elif outer_strategy != "allgather":
+    raise ValueError(f"outer_strategy is the vote across hosts of strategy='hierarchical'; {name!r} has none.")
   if isinstance(replicas, jax.Array):
-    raise ValueError("replicas shapes the exchange, so it must be a Python int, not an array; under "
-                     "optax.inject_hyperparams name it in static_args=('replicas',).")
+    raise ValueError("replicas shapes the exchange, so it must be a Python int, not an array.")
   replicas = 1 if replicas is None else replicas
   if not isinstance(replicas, (int, np.integer)) or isinstance(replicas, bool) or replicas < 1 or replicas % 2 == 0:
     raise ValueError(f"replicas must be an odd number from 1 to the number of workers (the voters of each "
@@ -281,22 +291,10 @@ def strategy(name: str, *, outer_strategy: str = "allgather", inner_axis_name=No
   if voter_fault is not None and not isinstance(voter_fault, faults.VoterFault):
     raise ValueError(f"voter_fault must come from signvote_jax.faults.voter(kind, workers), got {voter_fault!r}.")
   voters = Voters(int(replicas), voter_fault)
-  exchange = EXCHANGES.get(outer_strategy if name == "hierarchical" else name)
-  if exchange is not None and not exchange.sharded and voters != Voters():
+  if not plan.exchange.sharded and voters != Voters():
     raise ValueError(
         "replicas and voter_fault apply where workers vote for each other: strategy='alltoall', or "
-        f"'hierarchical' with outer_strategy='alltoall'; under {exchange.name!r} every worker counts "
+        f"'hierarchical' with outer_strategy='alltoall'; under {plan.exchange.name!r} every worker counts "
         "every ballot itself."
     )
-  if name != "hierarchical":
-    if inner_axis_name is not None:
-      raise ValueError(f"inner_axis_name is only used by strategy='hierarchical', not {name!r}.")
-    return Strategy(name, EXCHANGES[name], voters=voters)
-  if axis_name is None or inner_axis_name is None:
-    raise ValueError(
-        "strategy='hierarchical' needs axis_name (the hosts' axis) and inner_axis_name (the axis "
-        f"of the devices in a host); got axis_name={axis_name!r}, inner_axis_name={inner_axis_name!r}."
-    )
-  if outer_strategy not in OUTER_STRATEGIES:
-    raise ValueError(f"Unknown outer_strategy {outer_strategy!r}; valid ones are {OUTER_STRATEGIES}.")
-  return Strategy(name, EXCHANGES[outer_strategy], hierarchical=True, voters=voters)
+  return dataclasses.replace(plan, voters=voters)

@@ -1,6 +1,7 @@
-"""The majority vote of the workers' signs as an optax transformation."""
+"""The majority vote of the workers' signs as an optax transformation, and its options (:class:`Vote`)."""
 
-from typing import NamedTuple
+import dataclasses
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +10,14 @@ import optax
 from signvote_jax import axes
 from signvote_jax import faults
 from signvote_jax import ops
+from signvote_jax import statistics
 from signvote_jax import strategies
+from signvote_jax.axes import AxisName
 from signvote_jax.layout import WordLayout
-from signvote_jax.ops import dispatch
 
 
 class MajorityVoteState(NamedTuple):
-  """State of :func:`scale_by_majority_vote`: statistics of the last vote (see :func:`vote_statistics`).
+  """State of :func:`scale_by_majority_vote`: statistics of the last vote (see :func:`signvote_jax.statistics.vote_statistics`).
 
   Per worker (per host for ``"hierarchical"``). The agreement statistics are over the coordinates
   where the vote was not 0 and the worker voted; NaN where there were none (a worker that abstained
@@ -31,40 +33,6 @@ class MajorityVoteState(NamedTuple):
   count: jax.Array  # i32[]: votes taken; the phase of the filler bits and of odd M's tie-break.
   voter_agreement: jax.Array  # f32[M]: the fraction where its returned vote equaled the combined one.
   voter_kappa: jax.Array  # f32[M]: that agreement beyond chance.
-
-
-def vote_statistics(counts: ops.AgreementCounts) -> tuple[jax.Array, jax.Array]:
-  r"""Agreement of each worker with the vote, raw and corrected for chance.
-
-  With :math:`a_m` the fraction of non-tied coordinates where worker m's sign equals the vote,
-  :math:`q_m` the fraction where worker m sent +1 and :math:`p` the fraction where the vote is +1,
-  a ballot unrelated to the vote agrees by chance on :math:`e_m = q_m p + (1 - q_m)(1 - p)`, and
-
-  .. math::  \kappa_m = \frac{a_m - e_m}{1 - e_m}
-
-  (Cohen's kappa) is 0 for a ballot that carries no information about the vote, whatever its share
-  of +1: exactly 0 for a constant ballot (a dead worker sends all +1, a NaN one all -1), whose raw
-  agreement is high wherever the vote leans its way; near 0 for random signs (a little above, as
-  the ballot is one of the M that make the vote). Honest workers score well above 0, negating ones
-  below. Where :math:`e_m = 1` (worker and vote constant and equal) kappa is 0.
-
-  Args:
-    counts: the counts of a vote, summed over all coordinates.
-
-  Returns:
-    ``(agreement, kappa)``: :math:`a_m` and :math:`\kappa_m`, NaN for a worker with nothing counted.
-  """
-  total = counts.total.astype(jnp.float32)
-  decided = total > 0
-
-  def share(count):
-    return count.astype(jnp.float32) / jnp.maximum(total, 1)
-
-  agree, positive, vote_positive = share(counts.agree), share(counts.positive), share(counts.vote_positive)
-  chance = positive * vote_positive + (1 - positive) * (1 - vote_positive)
-  informative = decided & (chance < 1)
-  kappa = jnp.where(informative, (agree - chance) / jnp.where(informative, 1 - chance, 1), 0.0)
-  return jnp.where(decided, agree, jnp.nan), jnp.where(decided, kappa, jnp.nan)
 
 
 def _unmeasured(count: int) -> tuple[jax.Array, jax.Array]:
@@ -101,17 +69,107 @@ def check_floating(tree, who: str) -> None:
       )
 
 
-def scale_by_majority_vote(
-    axis_name,
-    *,
-    strategy: str = "allgather",
-    inner_axis_name=None,
-    outer_strategy: str = "allgather",
-    num_workers: int | None = None,
-    replicas: int | None = None,
-    voter_fault: faults.VoterFault | None = None,
-    impl: str = "auto",
-) -> optax.GradientTransformation:
+@dataclasses.dataclass(frozen=True)
+class Vote:
+  r"""How the workers vote: every option of the majority vote, checked once, here.
+
+  :func:`scale_by_majority_vote`, :func:`signvote_jax.signum` and :func:`signvote_jax.lion` take
+  one as ``vote=`` (their ``axis_name=`` alone is short for ``vote=Vote(axis_name)``), so that
+  ``signum(lr, vote=Vote("workers", strategy="alltoall", replicas=3))`` votes as
+  ``scale_by_majority_vote(vote=...)`` does with the same object. Every option is checked when the
+  ``Vote`` is made: a ValueError names the bad value and the valid ones. With
+  ``num_workers`` given, so are the options that depend on the number of ballots (``replicas``,
+  the faulty voters' indices); otherwise they are checked against the axis when the vote is traced.
+
+  Strategies (how the words travel, :mod:`signvote_jax.strategies`):
+
+  * ``"allgather"``: all-gather the words; every worker counts all M ballots.
+  * ``"alltoall"``: all-to-all so that worker j votes shard j of every ballot, then all-gather the
+    voted shards; the traffic per worker does not grow with M. With ``replicas=r`` (odd), workers
+    j, j+1, ..., j+r-1 each vote shard j and every worker takes, per coordinate, the median of
+    their r results (and of the counts they report): fewer than r/2 faulty voters of a shard change
+    nothing, for r times the traffic (``DESIGN.md``, threat model).
+  * ``"hierarchical"``: sum the float updates over ``inner_axis_name`` (the devices of one host,
+    a fast link; a float32 reduce-scatter, so that each device holds a slice of the host's sum),
+    then vote the hosts' signs over ``axis_name`` with ``outer_strategy``, each device its slice;
+    a host sends one vote's words over the slow network, whatever its number of devices.
+
+  Attributes:
+    axis_name: the mapped axis of the workers (of the hosts for ``"hierarchical"``), bound by a
+      surrounding ``jax.shard_map`` or ``jax.pmap``; None for one worker (the vote is the sign).
+    strategy: ``"allgather"``, ``"alltoall"`` or ``"hierarchical"``.
+    inner_axis_name: for ``"hierarchical"``, the axis of the devices inside a host.
+    outer_strategy: for ``"hierarchical"``, ``"allgather"`` or ``"alltoall"`` across hosts.
+    num_workers: the number of ballots M, needed only to ``init`` outside the map (inside it, the
+      axis size is used and must agree).
+    replicas: the voters of each shard where workers vote for each other (``"alltoall"``, or a
+      ``"hierarchical"`` vote with an ``"alltoall"`` outer one): an odd number from 1 (None: each
+      worker votes its own shard alone) to M.
+    voter_fault: faulty voters for tests and benchmarks, :func:`signvote_jax.faults.voter`.
+    impl: kernel implementation, ``"auto"``, ``"jax"`` or ``"triton"`` (see ``signvote_jax.ops``).
+    plan: the :class:`signvote_jax.strategies.Strategy` these options name (derived, not an
+      argument): ``plan.hierarchical``, ``plan.exchange.sharded`` (workers vote for each other).
+
+  >>> import signvote_jax as sv
+  >>> vote = sv.Vote("workers", strategy="alltoall", replicas=3)
+  >>> vote.plan.exchange.sharded, vote.plan.hierarchical
+  (True, False)
+  >>> sv.Vote("workers", strategy="allgather", replicas=3)
+  Traceback (most recent call last):
+  ...
+  ValueError: replicas and voter_fault apply where workers vote for each other: strategy='alltoall', or 'hierarchical' with outer_strategy='alltoall'; under 'allgather' every worker counts every ballot itself.
+  """
+
+  axis_name: AxisName = None
+  strategy: Literal["allgather", "alltoall", "hierarchical"] = "allgather"
+  inner_axis_name: AxisName = None
+  outer_strategy: Literal["allgather", "alltoall"] = "allgather"
+  num_workers: int | None = None
+  replicas: int | None = None
+  voter_fault: faults.VoterFault | None = None
+  impl: Literal["auto", "jax", "triton"] = "auto"
+  plan: strategies.Strategy = dataclasses.field(init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    plan = strategies.strategy(self.strategy, outer_strategy=self.outer_strategy, replicas=self.replicas,
+                               voter_fault=self.voter_fault)
+    if not plan.hierarchical and self.inner_axis_name is not None:
+      raise ValueError(f"inner_axis_name is only used by strategy='hierarchical', not {self.strategy!r}.")
+    if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 1):
+      raise ValueError(f"num_workers must be a positive int, got {self.num_workers!r}.")
+    ops.check_impl(self.impl)
+    if self.num_workers is not None:
+      plan.check_workers(self.num_workers, self.axis_name)
+    object.__setattr__(self, "plan", plan)
+
+  def replace(self, **changes) -> "Vote":
+    """This vote with ``changes`` (checked again), e.g. the axes of a mesh made after the options."""
+    return dataclasses.replace(self, **changes)
+
+  def check_axes(self) -> None:
+    """A ValueError if a hierarchical vote lacks either of its axes (checked where the vote is built)."""
+    if self.plan.hierarchical and (self.axis_name is None or self.inner_axis_name is None):
+      raise ValueError(
+          "strategy='hierarchical' needs axis_name (the hosts' axis) and inner_axis_name (the axis "
+          f"of the devices in a host); got axis_name={self.axis_name!r}, inner_axis_name={self.inner_axis_name!r}."
+      )
+
+
+def as_vote(axis_name: AxisName, vote: "Vote | None", who: str) -> Vote:
+  """The :class:`Vote` a transform is given: ``vote``, or the default vote over ``axis_name``."""
+  if isinstance(axis_name, Vote):
+    raise TypeError(f"{who}: a Vote goes in as vote=..., not as axis_name.")
+  if vote is None:
+    return Vote(axis_name)
+  if not isinstance(vote, Vote):
+    raise TypeError(f"{who}: vote= must be a signvote_jax.Vote, got {vote!r}.")
+  if axis_name is not None:
+    raise ValueError(f"{who}: give the axis either as axis_name= (the default vote over it) or in "
+                     f"vote=signvote_jax.Vote(axis_name, ...), not both (got axis_name={axis_name!r} and {vote}).")
+  return vote
+
+
+def scale_by_majority_vote(axis_name: AxisName = None, *, vote: "Vote | None" = None) -> optax.GradientTransformation:
   r"""Replaces each worker's update by the majority vote of all workers' signs.
 
   With M workers, worker m sends :math:`s_m = \mathrm{sign}(u_m)` as one bit per coordinate, and
@@ -131,33 +189,13 @@ def scale_by_majority_vote(
   ``jax.shard_map``. Placed after ``optax.ema`` it gives Signum with majority vote
   (Algorithm 1 of Bernstein et al.); after ``optax.scale_by_lion``, distributed Lion.
 
-  Strategies:
-
-  * ``"allgather"``: all-gather the words; every worker counts all M ballots.
-  * ``"alltoall"``: all-to-all so that worker j votes shard j of every ballot, then all-gather the
-    voted shards; the traffic per worker does not grow with M. With ``replicas=r`` (odd), workers
-    j, j+1, ..., j+r-1 each vote shard j and every worker takes, per coordinate, the median of
-    their r results (and of the counts they report): fewer than r/2 faulty voters of a shard change
-    nothing, for r times the traffic (``DESIGN.md``, threat model).
-  * ``"hierarchical"``: sum the float updates over ``inner_axis_name`` (the devices of one host,
-    a fast link; a float32 reduce-scatter, so that each device holds a slice of the host's sum),
-    then vote the hosts' signs over ``axis_name`` with ``outer_strategy``, each device its slice;
-    a host sends one vote's words over the slow network, whatever its number of devices.
+  How the ballots travel (``"allgather"``, ``"alltoall"``, ``"hierarchical"``) and every other
+  option are those of :class:`Vote`.
 
   Args:
-    axis_name: the mapped axis of the workers (of the hosts for ``"hierarchical"``), bound by a
-      surrounding ``jax.shard_map`` or ``jax.pmap``; None for one worker (the vote is the sign).
-    strategy: one of ``"allgather"``, ``"alltoall"``, ``"hierarchical"``.
-    inner_axis_name: for ``"hierarchical"``, the axis of the devices inside a host.
-    outer_strategy: for ``"hierarchical"``, ``"allgather"`` or ``"alltoall"`` across hosts.
-    num_workers: the number of ballots M, needed only to ``init`` outside the map (inside it, the
-      axis size is used and must agree).
-    replicas: the voters of each shard for ``"alltoall"`` (and a ``"hierarchical"`` vote with an
-      ``"alltoall"`` outer one): an odd number from 1 (None: each worker votes its own shard alone)
-      to M. It shapes the exchange, so under ``optax.inject_hyperparams`` name it in
-      ``static_args``.
-    voter_fault: faulty voters for tests and benchmarks, :func:`signvote_jax.faults.voter`.
-    impl: kernel implementation, ``"auto"``, ``"jax"`` or ``"triton"`` (see ``ops``).
+    axis_name: the workers' mapped axis, for the default vote over it (``Vote(axis_name)``); None
+      for one worker (the vote is the sign).
+    vote: a :class:`Vote` for any other vote (``axis_name`` then left out).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`MajorityVoteState`; read its
@@ -182,12 +220,11 @@ def scale_by_majority_vote(
     Bernstein et al., `signSGD with Majority Vote is Communication Efficient and Fault Tolerant
     <https://arxiv.org/abs/1810.05291>`_, ICLR 2019.
   """
-  plan = strategies.strategy(strategy, outer_strategy=outer_strategy, inner_axis_name=inner_axis_name,
-                             axis_name=axis_name, replicas=replicas, voter_fault=voter_fault)
-  if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
-    raise ValueError(f"num_workers must be a positive int, got {num_workers!r}.")
-  dispatch.check_impl(impl)
   who = "scale_by_majority_vote"
+  vote = as_vote(axis_name, vote, who)
+  vote.check_axes()
+  plan, axis_name, inner_axis_name = vote.plan, vote.axis_name, vote.inner_axis_name
+  num_workers, impl = vote.num_workers, vote.impl
 
   def ballot_count() -> int | None:
     """M: the size of the voting axis when bound, else ``num_workers`` (None if not given)."""
@@ -240,9 +277,9 @@ def scale_by_majority_vote(
     else:
       layout, tally = plan.tally(leaves, axis_name, inner_axis_name, state.count, impl, equivocation)
       votes = layout.decode(tally.sign, tally.nonzero, leaves)
-      (agreement, kappa), nonfinite = vote_statistics(tally.counts), tally.nonfinite.astype(jnp.int32)
+      (agreement, kappa), nonfinite = statistics.vote_statistics(tally.counts), tally.nonfinite.astype(jnp.int32)
       if tally.voter_counts is not None:
-        voter_agreement, voter_kappa = vote_statistics(tally.voter_counts)
+        voter_agreement, voter_kappa = statistics.vote_statistics(tally.voter_counts)
     new_state = MajorityVoteState(agreement, kappa, nonfinite, state.count + 1, voter_agreement, voter_kappa)
     # Equal on every worker (but under an equivocating sender with "allgather", where the workers'
     # views differ); kept varying only where a per_worker wrapper typed the state so.

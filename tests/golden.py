@@ -118,8 +118,13 @@ LR, B1, WD = 0.01, 0.9, 0.1
 def scenarios():
   """``name -> () -> dict of arrays``: each strategy, optimizer and fault the step can take."""
   flat = lambda m: harness.mesh((m,), ("workers",))  # pylint: disable=unnecessary-lambda-assignment
-  signum = functools.partial(sv.signum, LR, B1, WD, axis_name="workers")
-  lion = functools.partial(sv.lion, LR, 0.9, 0.99, WD, axis_name="workers")
+
+  def signum(fault=None, **vote):
+    return sv.signum(LR, B1, WD, vote=sv.Vote("workers", **vote), fault=fault)
+
+  def lion(**vote):
+    return sv.lion(LR, 0.9, 0.99, WD, vote=sv.Vote("workers", **vote))
+
   hosts = harness.mesh((2, 2), ("hosts", "local"))
   liar = sv.faults.byzantine("negate", workers=[1], axis_name="workers")
   equivocator = sv.faults.byzantine("equivocate", workers=[2], axis_name="workers")
@@ -148,8 +153,8 @@ def scenarios():
   })
   for outer in ("allgather", "alltoall"):
     cases[f"hierarchical_{outer}"] = functools.partial(
-        run_mapped, sv.signum(LR, B1, WD, axis_name="hosts", inner_axis_name="local", strategy="hierarchical",
-                              outer_strategy=outer), hosts, ("hosts", "local"), gradients(4, 40))
+        run_mapped, sv.signum(LR, B1, WD, vote=sv.Vote("hosts", inner_axis_name="local", strategy="hierarchical",
+                                                       outer_strategy=outer)), hosts, ("hosts", "local"), gradients(4, 40))
   cases["kernels"] = kernels
   return cases
 

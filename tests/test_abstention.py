@@ -30,7 +30,7 @@ def _problem(num_workers, steps, seed):
 def test_zero_gradients_never_move_and_the_rest_is_algorithm_1(num_workers, strategy):
   steps = 50
   problem = _problem(num_workers, steps, seed=num_workers)
-  opt = sv.signum(LR, B1, axis_name=AXIS, strategy=strategy)
+  opt = sv.signum(LR, B1, vote=sv.Vote(AXIS, strategy=strategy))
   params, _ = harness.run_shard_map(opt, problem, steps, harness.mesh((num_workers,), (AXIS,)), (AXIS,))
 
   np.testing.assert_array_equal(params["frozen"], problem.tree(problem.x0)["frozen"])  # Bit for bit.
@@ -50,8 +50,8 @@ def test_hierarchical_hosts_abstain_where_their_sum_has_nothing_to_say(hosts, lo
   problem = _problem(hosts * local, steps, seed=hosts)
   problem.leaf(problem.factor, "partial")[:] = 1.0
   problem.leaf(problem.factor, "partial")[:local] = 0.0  # Host 0 sees nothing of it.
-  opt = sv.signum(LR, B1, axis_name="hosts", strategy="hierarchical", inner_axis_name="local",
-                  outer_strategy=outer_strategy)
+  opt = sv.signum(LR, B1, vote=sv.Vote("hosts", strategy="hierarchical", inner_axis_name="local",
+                                       outer_strategy=outer_strategy))
   mesh = harness.mesh((hosts, local), ("hosts", "local"))
   params, _ = harness.run_shard_map(opt, problem, steps, mesh, ("hosts", "local"))
   np.testing.assert_array_equal(params["frozen"], problem.tree(problem.x0)["frozen"])
@@ -73,7 +73,7 @@ def test_a_non_finite_gradient_is_absorbed(strategy, bad):
   num_workers, steps, bad_step = 5, 12, 5
   problem = harness.NoisyQuadratic(num_workers, steps, seed=7, noise=0.3)
   problem.factor[2, bad_step] = bad
-  opt = sv.signum(LR, B1, axis_name=AXIS, strategy=strategy)
+  opt = sv.signum(LR, B1, vote=sv.Vote(AXIS, strategy=strategy))
   mesh = harness.mesh((num_workers,), (AXIS,))
   center = problem.tree(problem.center)
   noise, factor = jax.device_put(problem.per_worker_trees(), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS)))

@@ -102,7 +102,7 @@ def test_lion_keeps_its_momentum_through_a_non_finite_gradient():
 
 def test_dtypes_preserved_and_no_retracing():
   mesh = harness.mesh((M,), (AXIS,))
-  opt = sv.shard_optimizer(sv.signum(LR, B1, WD, axis_name=AXIS, strategy="alltoall"), mesh)
+  opt = sv.shard_optimizer(sv.signum(LR, B1, WD, vote=sv.Vote(AXIS, strategy="alltoall")), mesh)
   spec = jax.sharding.PartitionSpec(AXIS)
   params = {"w": jnp.ones((5, 7), jnp.bfloat16), "b": jnp.ones((3,), jnp.float32)}
 

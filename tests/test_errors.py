@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 import signvote_jax as sv
@@ -20,13 +21,13 @@ def _in_map(fn, num_workers=4):
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: sv.scale_by_majority_vote(AXIS, strategy="ring"), r"Unknown strategy 'ring'; valid strategies are \('allgather', 'alltoall', 'hierarchical'\)"),
-        (lambda: sv.signum(1e-4, axis_name=AXIS, strategy="psum"), "Unknown strategy 'psum'"),
-        (lambda: sv.scale_by_majority_vote(AXIS, strategy="hierarchical"), "needs axis_name .* and inner_axis_name"),
-        (lambda: sv.scale_by_majority_vote("h", strategy="hierarchical", inner_axis_name="l", outer_strategy="x"), "Unknown outer_strategy 'x'"),
-        (lambda: sv.scale_by_majority_vote(AXIS, inner_axis_name="l"), "only used by strategy='hierarchical'"),
-        (lambda: sv.scale_by_majority_vote(AXIS, num_workers=0), "num_workers must be a positive int"),
-        (lambda: sv.scale_by_majority_vote(AXIS, impl="cuda"), r"impl='cuda' is not one of \('auto', 'jax', 'triton'\)"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, strategy="ring")), r"Unknown strategy 'ring'; valid strategies are \('allgather', 'alltoall', 'hierarchical'\)"),
+        (lambda: sv.signum(1e-4, vote=sv.Vote(AXIS, strategy="psum")), "Unknown strategy 'psum'"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, strategy="hierarchical")), "needs axis_name .* and inner_axis_name"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote("h", strategy="hierarchical", inner_axis_name="l", outer_strategy="x")), "Unknown outer_strategy 'x'"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, inner_axis_name="l")), "only used by strategy='hierarchical'"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, num_workers=0)), "num_workers must be a positive int"),
+        (lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, impl="cuda")), r"impl='cuda' is not one of \('auto', 'jax', 'triton'\)"),
         (lambda: sv.signum(1e-4, b1=1.0), r"b1 must be in \[0, 1\)"),
         (lambda: sv.signum(1e-4, weight_decay=-1.0), "weight_decay must be >= 0"),
         (lambda: sv.signum(1e-4, b1=jnp.float32(1.5)), r"b1 must be in \[0, 1\), got Array\(1.5"),
@@ -38,6 +39,12 @@ def _in_map(fn, num_workers=4):
         (lambda: faults.byzantine("negate", [1, 1], AXIS), "distinct non-negative worker indices"),
         (lambda: faults.byzantine("negate", [0], None), "needs the workers' axis_name"),
         (lambda: sv.mean_allreduce(None), "mean_allreduce needs the workers' axis_name"),
+        (lambda: sv.Vote(AXIS, strategy="alltoall", num_workers=3, replicas=5), "replicas=5 needs as many voters, but axis 'workers' has 3"),
+        (lambda: sv.Vote(AXIS, strategy="alltoall", num_workers=3, voter_fault=faults.voter("zero", [3])), "faulty worker 3 does not exist"),
+        (lambda: sv.Vote(AXIS, outer_strategy="alltoall"), "outer_strategy is the vote across hosts of strategy='hierarchical'"),
+        (lambda: sv.Vote(AXIS, strategy="alltoall", replicas=jnp.asarray(3)), "replicas shapes the exchange, so it must be a Python int"),
+        (lambda: sv.signum(1e-4, axis_name=AXIS, vote=sv.Vote(AXIS)), "give the axis either as axis_name= .* or in vote="),
+        (lambda: sv.scale_by_majority_vote(AXIS, vote=sv.Vote(AXIS)), "give the axis either as axis_name="),
     ],
 )
 def test_build_errors(build, match):
@@ -45,8 +52,25 @@ def test_build_errors(build, match):
     build()
 
 
+def test_vote_must_be_a_vote():
+  with pytest.raises(TypeError, match="lion: vote= must be a signvote_jax.Vote, got 'alltoall'"):
+    sv.lion(1e-4, vote="alltoall")
+
+
+def test_the_same_vote_object_configures_every_transform():
+  """One Vote, checked once, taken whole by signum, lion and scale_by_majority_vote (and hashable, so
+  that optax.inject_hyperparams passes it through as a static argument)."""
+  vote = sv.Vote(AXIS, strategy="alltoall", replicas=3, num_workers=4)
+  assert vote == sv.Vote(AXIS, strategy="alltoall", replicas=3, num_workers=4) and hash(vote) is not None
+  assert vote.plan.exchange.sharded and not vote.plan.hierarchical
+  assert vote.replace(strategy="hierarchical", inner_axis_name="d", replicas=None).plan.hierarchical
+  for build in (sv.scale_by_majority_vote, sv.signum, sv.lion):
+    args = () if build is sv.scale_by_majority_vote else (1e-4,)
+    assert optax.tree.get(build(*args, vote=vote).init({"w": jnp.ones(12)}), "agreement").shape == (4,)
+
+
 def test_unbound_axis():
-  vote = sv.scale_by_majority_vote(AXIS, num_workers=2)
+  vote = sv.scale_by_majority_vote(vote=sv.Vote(AXIS, num_workers=2))
   grads = {"w": jnp.ones(3)}
   with pytest.raises(ValueError, match=r"axis_name 'workers' is not bound; call it inside jax.shard_map or jax.pmap"):
     vote.update(grads, vote.init(grads))
@@ -70,9 +94,9 @@ def test_non_float_leaves(leaf):
 
 
 def test_state_for_another_worker_count():
-  state = sv.scale_by_majority_vote(AXIS, num_workers=8).init({"w": jnp.ones(3)})
+  state = sv.scale_by_majority_vote(vote=sv.Vote(AXIS, num_workers=8)).init({"w": jnp.ones(3)})
   with pytest.raises(ValueError, match="built for num_workers=8, but axis 'workers' has 4 workers"):
-    _in_map(lambda: sv.scale_by_majority_vote(AXIS, num_workers=8).init({"w": jnp.ones(3)}).agreement)
+    _in_map(lambda: sv.scale_by_majority_vote(vote=sv.Vote(AXIS, num_workers=8)).init({"w": jnp.ones(3)}).agreement)
   with pytest.raises(ValueError, match="the state was made for 8 workers but axis 'workers' has 4"):
     _in_map(lambda: sv.scale_by_majority_vote(AXIS).update({"w": jnp.ones(3)}, state)[0]["w"])
 
@@ -86,7 +110,7 @@ def test_faulty_worker_outside_the_axis():
 def test_triton_without_gpu():
   from signvote_jax import ops  # pylint: disable=import-outside-toplevel
 
-  if ops.dispatch.triton_importable():
+  if ops.triton_importable():
     pytest.skip("jax-triton is installed")
   with pytest.raises(ValueError, match="impl='triton' needs a GPU build of jax and the jax-triton package"):
     ops.pack_signs(jnp.ones(3), impl="triton")

@@ -49,7 +49,7 @@ def _distance_ratio(x, x0):
 @pytest.mark.parametrize("strategy", ["allgather", "alltoall"])
 def test_signum_converges_with_three_of_seven_negating(strategy):
   fault = faults.byzantine("negate", workers=[1, 4, 6], axis_name=AXIS)
-  opt = sv.signum(0.02, 0.9, axis_name=AXIS, strategy=strategy, fault=fault)
+  opt = sv.signum(0.02, 0.9, vote=sv.Vote(AXIS, strategy=strategy), fault=fault)
   x, x0, kappa = _train_quadratic(opt, steps=300)
   assert _distance_ratio(x, x0) < 0.1
   assert sv.suspected_workers(kappa) == [1, 4, 6]

@@ -43,7 +43,7 @@ def _compiled(opt, num_workers, num_leaves):
 def test_alltoall_is_one_all_to_all_and_one_all_gather_of_words(num_workers, replicas, num_leaves):
   """Whatever the replicas (and faulty voters) and the number of leaves."""
   voter_fault = sv.faults.voter("negate+blame", [0]) if replicas > 1 else None
-  opt = sv.signum(1e-3, axis_name=AXIS, strategy="alltoall", replicas=replicas, voter_fault=voter_fault)
+  opt = sv.signum(1e-3, vote=sv.Vote(AXIS, strategy="alltoall", replicas=replicas, voter_fault=voter_fault))
   found = _collectives(opt, num_workers, num_leaves)
   assert found == {("all-to-all", "u32"): 1, ("all-gather", "u32"): 1}, found
 
@@ -55,7 +55,7 @@ def test_replicas_send_r_shards_each_way(replicas):
   num_workers, num_leaves = 7, 16
   words = sum(ops.num_words(7 * (i + 1)) for i in range(num_leaves))
   shard = -(-words // num_workers)
-  opt = sv.signum(1e-3, axis_name=AXIS, strategy="alltoall", replicas=replicas)
+  opt = sv.signum(1e-3, vote=sv.Vote(AXIS, strategy="alltoall", replicas=replicas))
   found = {c.kind: c.result_bytes for c in hlo.collectives(_compiled(opt, num_workers, num_leaves))}
   out = num_workers * replicas * (shard + ops.num_words(shard))
   back = num_workers * (replicas * shard + ops.num_words(replicas * shard) + replicas * 4 * num_workers + 1)
@@ -63,7 +63,7 @@ def test_replicas_send_r_shards_each_way(replicas):
 
 
 def test_allgather_is_one_all_gather_of_words():
-  found = _collectives(sv.signum(1e-3, axis_name=AXIS, strategy="allgather"), 4)
+  found = _collectives(sv.signum(1e-3, vote=sv.Vote(AXIS, strategy="allgather")), 4)
   assert found == {("all-gather", "u32"): 1}, found
 
 

@@ -49,7 +49,7 @@ def test_signum_step_in_shard_map_and_pmap(strategy):
   grads = jax.tree.map(lambda p: jnp.asarray(np.random.default_rng(0).normal(size=(len(devices), *p.shape)), p.dtype), params)
 
   def step(impl):
-    opt = sv.signum(1e-3, axis_name="workers", strategy=strategy, impl=impl)
+    opt = sv.signum(1e-3, vote=sv.Vote("workers", strategy=strategy, impl=impl))
 
     def worker(params, grads):
       grads = jax.tree.map(lambda g: g[0], grads)

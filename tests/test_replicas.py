@@ -38,7 +38,8 @@ def _vote(values, *, replicas=1, sender=None, voter=None, strategy="alltoall"):
   """One vote of ``values`` on M workers: the votes as a flat vector and the state."""
   num_workers = values.shape[0]
   senders = [] if sender is None else [sender]
-  opt = optax.chain(*senders, sv.scale_by_majority_vote("w", strategy=strategy, replicas=replicas, voter_fault=voter))
+  opt = optax.chain(*senders, sv.scale_by_majority_vote(
+      vote=sv.Vote("w", strategy=strategy, replicas=replicas, voter_fault=voter)))
   votes, state = harness.update_once(opt, _tree(values), harness.mesh((num_workers,), ("w",)), "w")
   return _flat(votes), state[-1]
 
@@ -195,11 +196,11 @@ def test_equivocation_splits_allgather_workers():
 def test_invalid_replicas_and_faults_are_one_clear_error():
   for bad in (0, 2, -1, 1.5, True):
     with pytest.raises(ValueError, match="replicas must be an odd number"):
-      sv.scale_by_majority_vote("w", strategy="alltoall", replicas=bad)
+      sv.scale_by_majority_vote(vote=sv.Vote("w", strategy="alltoall", replicas=bad))
   with pytest.raises(ValueError, match="workers vote for each other"):
-    sv.scale_by_majority_vote("w", replicas=3)
+    sv.scale_by_majority_vote(vote=sv.Vote("w", replicas=3))
   with pytest.raises(ValueError, match="workers vote for each other"):
-    sv.signum(0.1, axis_name="w", voter_fault=faults.voter("negate", [0]))
+    sv.signum(0.1, vote=sv.Vote("w", voter_fault=faults.voter("negate", [0])))
   with pytest.raises(ValueError, match="Unknown voter fault"):
     faults.voter("negate+zero", [0])
   with pytest.raises(ValueError, match="replicas=5 needs as many voters"):
@@ -219,8 +220,9 @@ def test_hierarchical_alltoall_with_replicas():
   faulty = [3]
   sent = host_sums.copy()
   sent[faulty] *= -1
-  opt = sv.scale_by_majority_vote("hosts", strategy="hierarchical", inner_axis_name="devices",
-                                  outer_strategy="alltoall", replicas=3, voter_fault=faults.voter("negate+blame", faulty))
+  opt = sv.scale_by_majority_vote(vote=sv.Vote("hosts", strategy="hierarchical", inner_axis_name="devices",
+                                               outer_strategy="alltoall", replicas=3,
+                                               voter_fault=faults.voter("negate+blame", faulty)))
   hosts_fault = faults.byzantine("negate", faulty, "hosts")
   votes, state = harness.update_once(optax.chain(hosts_fault, opt), _tree(values), harness.mesh((hosts, local), ("hosts", "devices")),
                                      ("hosts", "devices"))

@@ -18,7 +18,7 @@ LR, B1, WD = 0.05, 0.9, 0.1
 @pytest.mark.parametrize("num_workers", [1, 2, 3, 7, 8])
 def test_matches_numpy_reference(num_workers, strategy):
   problem = harness.NoisyQuadratic(num_workers, STEPS, seed=num_workers)
-  opt = sv.signum(LR, B1, WD, axis_name="workers", strategy=strategy)
+  opt = sv.signum(LR, B1, WD, vote=sv.Vote("workers", strategy=strategy))
   params, state = harness.run_shard_map(opt, problem, STEPS, harness.mesh((num_workers,), ("workers",)), ("workers",))
 
   expected, ties = reference.signum_majority(
@@ -34,7 +34,7 @@ def test_replicated_voters_match_numpy_reference_under_scan(num_workers):
   """alltoall with 3 voters a shard, a whole run in one lax.scan inside shard_map (check_vma on):
   honest voters agree, so the median is the vote of Algorithm 1."""
   problem = harness.NoisyQuadratic(num_workers, STEPS, seed=num_workers)
-  opt = sv.signum(LR, B1, WD, axis_name="workers", strategy="alltoall", replicas=3)
+  opt = sv.signum(LR, B1, WD, vote=sv.Vote("workers", strategy="alltoall", replicas=3))
   params, state = harness.run_shard_map(opt, problem, STEPS, harness.mesh((num_workers,), ("workers",)), ("workers",))
   expected, _ = reference.signum_majority(problem.x0, problem.numpy_grad, num_workers, STEPS, LR, B1, WD)
   np.testing.assert_allclose(harness.flat(params), expected, rtol=1e-6, atol=1e-6)
@@ -46,10 +46,8 @@ def test_replicated_voters_match_numpy_reference_under_scan(num_workers):
 ] + [(4, 2, "alltoall", 3), (3, 2, "alltoall", 3)])
 def test_hierarchical_matches_numpy_reference(hosts, local, outer_strategy, replicas):
   problem = harness.NoisyQuadratic(hosts * local, STEPS, seed=10 * hosts + local)
-  opt = sv.signum(
-      LR, B1, WD, axis_name="hosts", strategy="hierarchical", inner_axis_name="local",
-      outer_strategy=outer_strategy, replicas=replicas,
-  )
+  opt = sv.signum(LR, B1, WD, vote=sv.Vote("hosts", strategy="hierarchical", inner_axis_name="local",
+                                      outer_strategy=outer_strategy, replicas=replicas))
   mesh = harness.mesh((hosts, local), ("hosts", "local"))
   params, _ = harness.run_shard_map(opt, problem, STEPS, mesh, ("hosts", "local"))
 
@@ -68,7 +66,7 @@ def test_strategies_bit_identical_and_exact(num_workers, dtype):
   ballots = {"w": jnp.asarray(values[:, :300].reshape(num_workers, 20, 15), dtype),
              "s": jnp.asarray(values[:, 300], dtype)}
   results = {
-      s: harness.update_once(sv.scale_by_majority_vote("workers", strategy=s), ballots,
+      s: harness.update_once(sv.scale_by_majority_vote(vote=sv.Vote("workers", strategy=s)), ballots,
                              harness.mesh((num_workers,), ("workers",)), "workers")
       for s in ("allgather", "alltoall")
   }
@@ -95,8 +93,8 @@ def test_hierarchical_vote_and_statistics_are_those_of_the_host_sums(hosts, loca
   rng = np.random.default_rng(hosts * local)
   values = rng.integers(-2, 3, size=(hosts * local, 7 * 45 + 3)).astype(np.float32)
   ballots = {"w": jnp.asarray(values[:, :315].reshape(-1, 7, 45)), "s": jnp.asarray(values[:, 315:])}
-  vote = sv.scale_by_majority_vote("hosts", strategy="hierarchical", inner_axis_name="local",
-                                   outer_strategy=outer_strategy)
+  vote = sv.scale_by_majority_vote(vote=sv.Vote("hosts", strategy="hierarchical", inner_axis_name="local",
+                                                 outer_strategy=outer_strategy))
   mesh = harness.mesh((hosts, local), ("hosts", "local"))
   votes, state = harness.update_once(vote, ballots, mesh, ("hosts", "local"))
 
@@ -133,7 +131,7 @@ def test_single_worker_matches_optax_signum_with_decoupled_decay():
 def test_pmap_matches_numpy_reference():
   num_workers, steps = 3, 4
   problem = harness.NoisyQuadratic(num_workers, steps, seed=3)
-  opt = sv.signum(LR, B1, WD, axis_name="workers", strategy="alltoall")
+  opt = sv.signum(LR, B1, WD, vote=sv.Vote("workers", strategy="alltoall"))
   center = problem.tree(problem.center)
   noise, _ = problem.per_worker_trees()
 

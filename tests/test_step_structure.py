@@ -85,12 +85,13 @@ CASES = {
     "sgd over mean_allreduce (reference)": (
         lambda: _mapped(optax.chain(sv.mean_allreduce("workers"), optax.sgd(0.1, momentum=0.9)), FLAT), 32.5, 9),
     "signum allgather, M = 4": (lambda: _mapped(sv.signum(1e-3, axis_name="workers"), FLAT), 41, 35),
-    "signum alltoall, M = 4": (lambda: _mapped(sv.signum(1e-3, axis_name="workers", strategy="alltoall"), FLAT), 45, 54),
+    "signum alltoall, M = 4": (
+        lambda: _mapped(sv.signum(1e-3, vote=sv.Vote("workers", strategy="alltoall")), FLAT), 45, 54),
     "signum alltoall r = 3, M = 4": (
-        lambda: _mapped(sv.signum(1e-3, axis_name="workers", strategy="alltoall", replicas=3), FLAT), 73, 78),
+        lambda: _mapped(sv.signum(1e-3, vote=sv.Vote("workers", strategy="alltoall", replicas=3)), FLAT), 73, 78),
     "signum hierarchical, 2 hosts of 2": (
-        lambda: _mapped(sv.signum(1e-3, axis_name="hosts", inner_axis_name="devices", strategy="hierarchical",
-                                  outer_strategy="alltoall"), HOSTS), 49, 50),
+        lambda: _mapped(sv.signum(1e-3, vote=sv.Vote("hosts", inner_axis_name="devices", strategy="hierarchical",
+                                                      outer_strategy="alltoall")), HOSTS), 49, 50),
     "lion allgather, M = 4": (lambda: _mapped(sv.lion(1e-4, axis_name="workers"), FLAT), 49, 35),
 }
 
