@@ -3,13 +3,10 @@
     python -m benchmarks.cluster            # M = 2, 4, 8 at 1 and 10 Gbit/s (as root: network namespaces)
     python -m benchmarks.cluster --quick    # M = 2, one rate, the small workloads (the smoke test)
 
-Each host is a network namespace with one veth link to a bridge; ``tc`` (token bucket) caps the
-link at the given rate in each direction, so a host sends and receives at most that much, as with
-a real NIC. The M processes of one JAX job (``jax.distributed`` over gloo, one worker each) run in
-those namespaces, started like ``train.launch``; all traffic stays on this machine. Without the
-rights for namespaces (not root) it falls back to one unprivileged user and network namespace whose
-loopback is capped (all links then share one capped medium: pessimistic); without even that,
-to uncapped loopback. The result says which (``network``).
+Each host sits behind a link capped at the given rate in each direction (``benchmarks/network.py``:
+a network namespace per host as root, else a capped shared loopback, else uncapped loopback). The M
+processes of one JAX job (``jax.distributed`` over gloo, one worker each) run there, started like
+``train.launch``. The result says which network it had (``network``).
 
 Hosts are built as real ones are: one process per host, holding the host's devices. Workloads,
 each timed as the median of ``--steps`` steps after compiling and a warm-up step:
@@ -34,225 +31,33 @@ after ``--timeout`` seconds. Writes ``benchmarks/results/cluster-<device>-<date>
 """
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 
-from benchmarks import results, timing
+from benchmarks import network, results, timing
 
 WORKLOADS = ("optimizer_step", "train_step")
 FLAT_METHODS = ("sgd_allreduce", "signum_allgather", "signum_alltoall")
 HIERARCHICAL = "signum_hierarchical"
 DEVICES_PER_HOST = 2  # For the hierarchical layout.
-SUBNET = "10.231.0"
 TREE_COORDINATES, TREE_LEAVES = 25_600_000, 20
-
-
-# ----------------------------------------------------------------------------------------------
-# The network: namespaces and links (run as root), a capped user-namespace loopback, or nothing.
-
-
-def _run(*command):
-  done = subprocess.run(command, capture_output=True, text=True, check=False)
-  if done.returncode:
-    raise RuntimeError(f"cluster: `{' '.join(command)}` failed: {done.stderr.strip()}")
-
-
-def _tbf(rate: str) -> list[str]:
-  # The bucket must hold a few 64 kB segments (veth offloads) and a timer tick of traffic.
-  return ["tbf", "rate", rate, "burst", "4mb" if rate.endswith(("gbit", "Gbit")) else "256kb", "latency", "100ms"]
-
-
-class Namespaces:
-  """One network namespace per host, joined to a bridge (in its own namespace) by a capped veth link."""
-
-  mode = "netns"
-
-  def __init__(self, num_hosts: int):
-    self.tag = f"sv{os.getpid() % 100000}"
-    self.hosts = [f"{self.tag}h{h}" for h in range(num_hosts)]
-    self.bridge = f"{self.tag}br"
-    self.links = []  # (namespace, device) of every link end that gets a qdisc.
-    _run("ip", "netns", "add", self.bridge)
-    _run("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
-    _run("ip", "-n", self.bridge, "link", "set", "br0", "up")
-    hosts_file = "127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {self.hostname(h)}\n" for h in range(num_hosts))
-    for h, ns in enumerate(self.hosts):
-      # `ip netns exec` shows /etc/netns/<ns>/hosts as /etc/hosts: gloo binds to its hostname's address.
-      pathlib.Path(f"/etc/netns/{ns}").mkdir(parents=True, exist_ok=True)
-      pathlib.Path(f"/etc/netns/{ns}/hosts").write_text(hosts_file)
-      _run("ip", "netns", "add", ns)
-      host_end, bridge_end = f"{self.tag}a{h}", f"{self.tag}b{h}"
-      _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", bridge_end)
-      _run("ip", "link", "set", host_end, "netns", ns)
-      _run("ip", "link", "set", bridge_end, "netns", self.bridge)
-      _run("ip", "-n", ns, "addr", "add", f"{self.address(h)}/24", "dev", host_end)
-      for dev in ("lo", host_end):
-        _run("ip", "-n", ns, "link", "set", dev, "up")
-      _run("ip", "-n", self.bridge, "link", "set", bridge_end, "master", "br0")
-      _run("ip", "-n", self.bridge, "link", "set", bridge_end, "up")
-      self.links += [(ns, host_end), (self.bridge, bridge_end)]
-    self._rate = None
-
-  @staticmethod
-  def address(host: int) -> str:
-    return f"{SUBNET}.{host + 1}"
-
-  @staticmethod
-  def hostname(host: int) -> str:
-    return f"svhost{host}"
-
-  def coordinator(self, port: int) -> str:
-    return f"{self.address(0)}:{port}"
-
-  def prefix(self, host: int) -> list[str]:
-    return ["ip", "netns", "exec", self.hosts[host], "unshare", "--uts", "sh", "-c",
-            f'hostname {self.hostname(host)} && exec "$@"', "sh"]
-
-  def set_rate(self, rate: str) -> None:
-    verb = "add" if self._rate is None else "change"
-    for ns, dev in self.links:
-      _run("ip", "netns", "exec", ns, "tc", "qdisc", verb, "dev", dev, "root", *_tbf(rate))
-    self._rate = rate
-
-  def close(self) -> None:
-    for ns in [*self.hosts, self.bridge]:
-      subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
-    for ns in self.hosts:
-      shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
-
-
-class Loopback:
-  """All processes on this namespace's loopback, capped as a whole when ``capped`` (one shared medium)."""
-
-  def __init__(self, capped: bool):
-    self.capped = capped
-    self.mode = "capped-loopback" if capped else "uncapped-loopback"
-    self._rate = None
-
-  @staticmethod
-  def coordinator(port: int) -> str:
-    return f"127.0.0.1:{port}"
-
-  @staticmethod
-  def prefix(host: int) -> list[str]:
-    del host
-    return []
-
-  def set_rate(self, rate: str) -> None:
-    if self.capped:
-      _run("tc", "qdisc", "add" if self._rate is None else "change", "dev", "lo", "root", *_tbf(rate))
-    self._rate = rate
-
-  def close(self) -> None:
-    if self.capped and self._rate is not None:
-      subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False, capture_output=True)
-
-
-def namespaces_work() -> bool:
-  if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc") or not os.access("/etc", os.W_OK):
-    return False
-  probe = f"svprobe{os.getpid() % 100000}"
-  ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
-  subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-  return ok
-
-
-def in_private_user_namespace() -> bool:
-  return os.environ.get("SIGNVOTE_CLUSTER_USERNS") == "1"
-
-
-def user_namespace_works() -> bool:
-  return bool(shutil.which("unshare") and shutil.which("tc")) and subprocess.run(
-      ["unshare", "-rnu", "sh", "-c", "ip link set lo up && tc qdisc add dev lo root tbf rate 1gbit burst 4mb latency 100ms"],
-      capture_output=True).returncode == 0
-
-
-def choose_network(requested: str, module: str, argv) -> str | None:
-  """The network mode to run in: ``requested``, or with ``auto`` the best this process may build.
-
-  ``capped-loopback`` needs a private user namespace: this reruns ``python -m module argv`` inside
-  one and returns None once it has finished (the caller is then done).
-  """
-  mode = requested
-  if mode == "auto":
-    if namespaces_work():
-      mode = "netns"
-    elif in_private_user_namespace() or user_namespace_works():
-      mode = "capped-loopback"
-    else:
-      mode = "uncapped-loopback"
-  if mode == "capped-loopback" and not in_private_user_namespace():
-    # A new unprivileged user + network + UTS namespace, whose `lo` this process may shape without
-    # touching the machine's.
-    script = 'ip link set lo up && hostname localhost && exec "$@"'
-    env = {**os.environ, "SIGNVOTE_CLUSTER_USERNS": "1"}
-    command = [sys.executable, "-m", module, *(sys.argv[1:] if argv is None else argv), "--network", mode]
-    subprocess.run(["unshare", "-rnu", "sh", "-c", script, "sh", *command], env=env, check=True)
-    return None
-  print(f"{module.rsplit('.', 1)[-1]}: network {mode}", flush=True)
-  return mode
-
-
-NETWORK_MODES = ("auto", "netns", "capped-loopback", "uncapped-loopback")
-HOW = {"netns": "one network namespace per host, veth links capped by tc in both directions",
-       "capped-loopback": "one user namespace's loopback capped by tc, shared by all processes (not per link)",
-       "uncapped-loopback": "plain loopback, not capped (no rights to shape traffic): link rates NOT applied"}
-
-
-def exit_cleanly_on_signals() -> None:
-  """SIGTERM and SIGHUP end this process as Ctrl-C does, through every ``finally``: its host processes
-  are stopped and its network namespaces removed, rather than left behind."""
-
-  def stop(signum, frame):
-    del frame
-    raise SystemExit(128 + signum)
-
-  for signum in (signal.SIGTERM, signal.SIGHUP):
-    signal.signal(signum, stop)
-
-
-@contextlib.contextmanager
-def network(mode: str, num_hosts: int):
-  net = Namespaces(num_hosts) if mode == "netns" else Loopback(capped=mode == "capped-loopback")
-  try:
-    yield net
-  finally:
-    net.close()
 
 
 # ----------------------------------------------------------------------------------------------
 # The parent: start the job's processes, switch the link rate when process 0 asks for it.
 
 
-def host_environment(net, port: int, hosts: int, host: int) -> dict:
-  """The environment of host ``host``'s process in a job of ``hosts``: where the coordinator listens
-  (on host 0) and its place in the job, as ``train.launch`` sets them, and this checkout importable."""
-  from train import distributed  # pylint: disable=import-outside-toplevel
-
-  return {**os.environ, distributed.ENV_COORDINATOR: net.coordinator(port), distributed.ENV_NUM_PROCESSES: str(hosts),
-          distributed.ENV_PROCESS_ID: str(host), "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
-
-
-def setting_order(setting: tuple) -> tuple:
-  """Sort key of ``(hosts, rate, ...)`` tuples: by hosts, then link rate, then the rest."""
-  hosts, rate, *rest = setting
-  return (hosts, rate_bits(rate), *rest)
-
-
 def run_job(mode: str, hosts: int, per_host: int, methods, workloads, rates, args) -> list[dict]:
   """One JAX job of ``hosts`` processes with ``per_host`` devices each; returns process 0's rows."""
   from train import launch  # pylint: disable=import-outside-toplevel
 
-  with tempfile.TemporaryDirectory() as control, network(mode, hosts) as net:
+  with tempfile.TemporaryDirectory() as control, network.emulated(mode, hosts) as net:
     port = launch.free_port()
     result = pathlib.Path(control) / "rows.json"
     worker_args = ["--worker", "--control", control, "--per-host", str(per_host), "--methods", *methods,
@@ -261,7 +66,7 @@ def run_job(mode: str, hosts: int, per_host: int, methods, workloads, rates, arg
     processes = []
     for host in range(hosts):
       command = [*net.prefix(host), sys.executable, "-m", "benchmarks.cluster", *worker_args]
-      processes.append(subprocess.Popen(command, env=host_environment(net, port, hosts, host),
+      processes.append(subprocess.Popen(command, env=network.host_environment(net, port, hosts, host),
                                         stdout=subprocess.DEVNULL if host else None))
     deadline, served = time.monotonic() + args.timeout, 0
     try:
@@ -352,7 +157,7 @@ def worker(args) -> None:
         rows.append({"workload": workload, "method": method, "rate": rate, "seconds": seconds,
                      "local_seconds": local, "communication_seconds": max(0.0, seconds - local),
                      "communication_share": max(0.0, 1 - local / seconds), "network_bytes_per_host": sent,
-                     "wire_seconds": 8 * sent / rate_bits(rate)})
+                     "wire_seconds": 8 * sent / network.rate_bits(rate)})
       del step, compiled
   if jax.process_index() == 0:
     (control / "rows.tmp").write_text(json.dumps(rows))
@@ -369,7 +174,7 @@ def table(rows, workload):
   lines = ["| M hosts | link | method | step ms | local ms | communication ms | wire ms at link rate | "
            "MB sent per host | speed-up over all-reduce |",
            "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-  for r in sorted(mine, key=lambda r: setting_order((r["hosts"], r["rate"], r["method"]))):
+  for r in sorted(mine, key=lambda r: network.setting_order((r["hosts"], r["rate"], r["method"]))):
     base = next(b["seconds"] for b in mine if b["hosts"] == r["hosts"] and b["rate"] == r["rate"]
                 and b["method"] == "sgd_allreduce")
     lines.append(f"| {r['hosts']} | {r['rate']} | {r['method']} | {1e3 * r['seconds']:.0f} | "
@@ -378,17 +183,9 @@ def table(rows, workload):
   return "\n".join(lines)
 
 
-def rate_bits(rate: str) -> float:
-  units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
-  for unit, scale in units.items():
-    if rate.lower().endswith(unit):
-      return float(rate[: -len(unit)]) * scale
-  raise ValueError(f"a rate is a number and kbit, mbit or gbit (tc's units), like 1gbit; got {rate!r}")
-
-
 def plot(rows):
 
-  rates = sorted({r["rate"] for r in rows}, key=rate_bits)
+  rates = sorted({r["rate"] for r in rows}, key=network.rate_bits)
   workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
   fig, axs = results.figure(len(workloads), len(rates), (5.5 * len(rates), 3.6 * len(workloads)))
   for ax_row, workload in zip(axs, workloads):
@@ -416,7 +213,7 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement (median)")
   parser.add_argument("--batch", type=int, default=4, help="images per host in train_step (a multiple of 2)")
   parser.add_argument("--coordinates", type=int, default=TREE_COORDINATES, help="size of optimizer_step's tree")
-  parser.add_argument("--network", choices=NETWORK_MODES, default="auto")
+  parser.add_argument("--network", choices=network.NETWORK_MODES, default="auto")
   parser.add_argument("--timeout", type=float, default=600, help="seconds before a job's processes are stopped")
   parser.add_argument("--quick", action="store_true", help="M = 2, 1gbit, optimizer_step on a small tree")
   parser.add_argument("--out", default=None)
@@ -434,7 +231,7 @@ def main(argv=None):
       os._exit(1)  # pylint: disable=protected-access
   for rate in args.rates:
     try:
-      rate_bits(rate)
+      network.rate_bits(rate)
     except ValueError as e:
       parser.error(str(e))
   if args.batch % DEVICES_PER_HOST:
@@ -443,10 +240,10 @@ def main(argv=None):
     args.hosts, args.rates, args.steps = [2], args.rates[:1], 2
     args.workloads, args.coordinates = ["optimizer_step"], 1_000_000
 
-  mode = choose_network(args.network, "benchmarks.cluster", argv)
+  mode = network.choose_network(args.network, "benchmarks.cluster", argv)
   if mode is None:
     return None
-  exit_cleanly_on_signals()
+  network.exit_cleanly_on_signals()
 
   rows = []
   for m in args.hosts:
@@ -461,7 +258,7 @@ def main(argv=None):
 
   meta = {"network": mode, "rates": args.rates, "steps": args.steps, "batch_per_host": args.batch,
           "tree": f"{args.coordinates} coordinates in {TREE_LEAVES} leaves"}
-  markdown = f"Network: **{mode}** ({HOW[mode]}).\n\n" + "\n\n".join(
+  markdown = f"Network: **{mode}** ({network.HOW[mode]}).\n\n" + "\n\n".join(
       f"### {w}\n\n{table(rows, w)}" for w in WORKLOADS if any(r["workload"] == w for r in rows))
   return results.write("cluster", meta, rows, markdown, plot, args.out or results.RESULTS)
 

@@ -1,7 +1,7 @@
 """The peer a PyTorch user would pick instead: DDP over gloo, plain all-reduce or the PowerSGD hook.
 
 One process of a PyTorch job, started by :mod:`benchmarks.time_to_accuracy` in a host's network
-namespace with the environment :func:`benchmarks.cluster.host_environment` gives the JAX trainer
+namespace with the environment :func:`benchmarks.network.host_environment` gives the JAX trainer
 (coordinator address, process count and id), so that both frameworks run over the same capped
 links. It trains ``configs/digits_wide.py``'s workload as ``python -m train`` does and writes the
 trainer's ``metrics.jsonl`` records, so that the benchmark reads both alike:

@@ -52,8 +52,8 @@ ATTACKS = {
     "equivocate": {"faults.kind": "equivocate"},
     "every role": {"faults.kind": "negate", "faults.voter_kind": "negate+blame"},
 }
-VOTINGS = {"allgather": {"strategy": "allgather"}, "alltoall r=1": {"strategy": "alltoall"},
-           "alltoall r=3": {"strategy": "alltoall", "replicas": 3}}
+VOTINGS = {"allgather": {"vote.strategy": "allgather"}, "alltoall r=1": {"vote.strategy": "alltoall"},
+           "alltoall r=3": {"vote.strategy": "alltoall", "vote.replicas": 3}}
 
 
 def experiments(kinds, max_faulty):
@@ -106,7 +106,7 @@ def must_be_named(attack: str, voting: str) -> bool:
   """Whether a fair statistic sees the attack: a negating ballot; a lying vote where r >= 3 voters
   can be compared (a lone voter's lie is the vote, and blaming counts leave the vote honest)."""
   lie = ATTACKS[attack].get("faults.voter_kind", "").split("+")[0]
-  replicated = VOTINGS[voting].get("replicas", 1) >= 3
+  replicated = VOTINGS[voting].get("vote.replicas", 1) >= 3
   return ATTACKS[attack].get("faults.kind") == "negate" or (replicated and lie in ("negate", "random", "zero"))
 
 

@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import cluster, results
+from benchmarks import network, results
 
 ROOT = pathlib.Path(__file__).parents[1]
 BATCH_PER_HOST = 32
@@ -64,10 +64,10 @@ GRID = ((4, "100mbit"), (4, "1gbit"), (4, "10gbit"), (2, "1gbit"), (8, "1gbit"))
 
 # method: the trainer's config fields for it.
 METHODS = {
-    "signum_alltoall": {"optimizer": "signum", "strategy": "alltoall"},
-    "signum_allgather": {"optimizer": "signum", "strategy": "allgather"},
-    "signum_hierarchical": {"optimizer": "signum", "strategy": "hierarchical", "outer_strategy": "alltoall"},
-    "lion_alltoall": {"optimizer": "lion", "strategy": "alltoall", "b2": 0.99},  # Lion's paper: b1 0.9, b2 0.99.
+    "signum_alltoall": {"optimizer": "signum", "vote.strategy": "alltoall"},
+    "signum_allgather": {"optimizer": "signum", "vote.strategy": "allgather"},
+    "signum_hierarchical": {"optimizer": "signum", "vote.strategy": "hierarchical", "vote.outer_strategy": "alltoall"},
+    "lion_alltoall": {"optimizer": "lion", "vote.strategy": "alltoall", "b2": 0.99},  # Lion's paper: b1 0.9, b2 0.99.
     "sgd_allreduce": {"optimizer": "sgd"},
     "adam_allreduce": {"optimizer": "adam"},
 }
@@ -112,7 +112,7 @@ def steps_for(steps_at_4: int, hosts: int) -> int:
 
 
 def devices_per_host(method: str) -> int:
-  return DEVICES_PER_HOST if METHODS.get(method, {}).get("strategy") == "hierarchical" else 1
+  return DEVICES_PER_HOST if METHODS.get(method, {}).get("vote.strategy") == "hierarchical" else 1
 
 
 def optimizer_of(method: str) -> str:
@@ -171,7 +171,7 @@ def train_job(net, hosts: int, make_command, max_seconds: float, timeout: float)
     argv = make_command(workdir)
     processes, logs = [], [None] + [workdir / f"host{host}.log" for host in range(1, hosts)]
     for host in range(hosts):
-      env = cluster.host_environment(net, port, hosts, host)
+      env = network.host_environment(net, port, hosts, host)
       # Host 0 speaks on this terminal (its error line, if any); the others into files, shown on failure.
       with open(logs[host] or os.devnull, "w", encoding="utf-8") as stderr:
         processes.append(subprocess.Popen([*net.prefix(host), *argv], env=env,
@@ -259,7 +259,7 @@ def speedups(rows: list[dict], name: str) -> list[dict]:
   without a fault)."""
   rows = [r for r in rows if not r.get("fault")]
   out = []
-  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=cluster.setting_order):
+  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=network.setting_order):
     mine = [r for r in rows if (r["hosts"], r["link"]) == (hosts, link)]
     for baseline in BASELINES:
       factors, projected, best_methods = [], False, []
@@ -284,7 +284,7 @@ def own_speedups(rows: list[dict], name: str) -> list[dict]:
   all-reduce's time to the target over the method's, with both times and the bytes a host sends."""
   rows = [r for r in rows if not r.get("fault")]
   out = []
-  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=cluster.setting_order):
+  for hosts, link in sorted({(r["hosts"], r["link"]) for r in rows}, key=network.setting_order):
     mine = [r for r in rows if (r["hosts"], r["link"]) == (hosts, link)]
     for method, baseline in OWN_ALLREDUCE.items():
       factors, times, base_times, projected = [], [], [], False
@@ -326,7 +326,7 @@ def table(rows: list[dict], targets) -> str:
   lines = [f"| M | link | method | lr | s to {low} % | s to {high} % | steps to {high} % | compile s | step ms | final acc. |",
            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   groups = sorted({(r["hosts"], r["link"], r["method"]) for r in rows},
-                  key=lambda k: cluster.setting_order((*k[:2], list(ALL_METHODS).index(k[2]))))
+                  key=lambda k: network.setting_order((*k[:2], list(ALL_METHODS).index(k[2]))))
   for hosts, link, method in groups:
     mine = [r for r in rows if (r["hosts"], r["link"], r["method"]) == (hosts, link, method)]
 
@@ -371,7 +371,7 @@ def fault_table(rows: list[dict], targets) -> str:
   high = target_name(targets[-1])
   faulty = [r for r in rows if r.get("fault")]
   lines = [f"| M | link | method | fault | s to {high} % | final acc. |", "|---:|---|---|---|---:|---:|"]
-  for r in sorted(faulty, key=lambda r: (cluster.setting_order((r["hosts"], r["link"])), list(ALL_METHODS).index(r["method"]))):
+  for r in sorted(faulty, key=lambda r: (network.setting_order((r["hosts"], r["link"])), list(ALL_METHODS).index(r["method"]))):
     lines.append(f"| {r['hosts']} | {r['link']} | {r['method']} | one {r['fault']} worker of {r['hosts']} | "
                  f"{_cell(r[f'seconds_to_{high}'], '{:.1f}')} | {_cell(r['final_accuracy'], '{:.1%}')} |")
   return "\n".join(lines)
@@ -379,7 +379,7 @@ def fault_table(rows: list[dict], targets) -> str:
 
 def speedup_table(factors: list[dict], name: str) -> str:
   lines = [f"| M | link | best Signum strategy | sooner to {name} % than SGD | than Adam |", "|---:|---|---|---:|---:|"]
-  for hosts, link in sorted({(f["hosts"], f["link"]) for f in factors}, key=cluster.setting_order):
+  for hosts, link in sorted({(f["hosts"], f["link"]) for f in factors}, key=network.setting_order):
     cells, best = [], ""
     for baseline in BASELINES:
       f = next((f for f in factors if (f["hosts"], f["link"], f["baseline"]) == (hosts, link, baseline)), None)
@@ -390,7 +390,7 @@ def speedup_table(factors: list[dict], name: str) -> str:
 
 
 def plot(rows: list[dict], target: float):
-  settings = sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0] != 4, cluster.setting_order(k)))
+  settings = sorted({(r["hosts"], r["link"]) for r in rows}, key=lambda k: (k[0] != 4, network.setting_order(k)))
   fig, axs = results.figure(1, len(settings), (4.2 * len(settings), 3.4), sharey=True)
   for ax, (hosts, link) in zip(axs[0], settings):
     for i, method in enumerate(ALL_METHODS):
@@ -426,7 +426,7 @@ def run_grid(mode: str, args, earlier: list[dict]) -> list[dict]:
   for hosts, link in args.grid:
     by_hosts.setdefault(hosts, []).append(link)
   for hosts, links in by_hosts.items():
-    with cluster.network(mode, hosts) as net:
+    with network.emulated(mode, hosts) as net:
       for link in links:
         net.set_rate(link)
         for method in args.methods:
@@ -460,7 +460,7 @@ def tune(args, earlier: list[dict]) -> list[dict]:
   at its edge runs only its new rates.
   """
   workload, rows = WORKLOADS[args.workload], []
-  with cluster.network("uncapped-loopback", 4) as net:
+  with network.emulated("uncapped-loopback", 4) as net:
     for optimizer, rates in TUNING_GRID.items():
       method = next(m for m, f in METHODS.items() if f["optimizer"] == optimizer)
       for lr in rates:
@@ -501,7 +501,7 @@ def tuning_table(rows: list[dict], steps: int, eval_every: int) -> str:
 def _grid_entry(text: str) -> tuple[int, str]:
   hosts, _, link = text.partition("@")
   try:
-    cluster.rate_bits(link)
+    network.rate_bits(link)
     if int(hosts) < 2:
       raise ValueError
     return int(hosts), link
@@ -522,7 +522,7 @@ def main(argv=None):
   parser.add_argument("--max-seconds", type=float, default=40.0, help="training seconds of a run, at most")
   parser.add_argument("--workload", choices=list(WORKLOADS), default="digits_wide")
   parser.add_argument("--data-dir", default="", help="tfds data dir (default: tfds' own)")
-  parser.add_argument("--network", choices=cluster.NETWORK_MODES, default="auto")
+  parser.add_argument("--network", choices=network.NETWORK_MODES, default="auto")
   parser.add_argument("--timeout", type=float, default=600, help="seconds before a job's processes are stopped")
   parser.add_argument("--quick", action="store_true",
                       help="M = 2 at 1gbit, signum_alltoall, sgd_allreduce and ddp_powersgd_r4, 20 steps")
@@ -539,7 +539,7 @@ def main(argv=None):
     _check_cifar10(args.data_dir, parser)
   _prepare_digits(args.data_dir)
   out, workload = args.out or results.RESULTS, WORKLOADS[args.workload]
-  cluster.exit_cleanly_on_signals()
+  network.exit_cleanly_on_signals()
 
   if args.tune:
     rows = tune(args, _earlier(out, "time_to_accuracy_tuning", args, {"network": "uncapped-loopback"}))
@@ -548,19 +548,19 @@ def main(argv=None):
     return results.write("time_to_accuracy_tuning", meta, rows, tuning_table(rows, args.steps, workload.eval_every),
                          None, out, command="python -m benchmarks.time_to_accuracy --tune")
 
-  mode = cluster.choose_network(args.network, "benchmarks.time_to_accuracy", argv)
+  mode = network.choose_network(args.network, "benchmarks.time_to_accuracy", argv)
   if mode is None:
     return None
   rows = run_grid(mode, args, _earlier(out, "time_to_accuracy", args, {"network": mode, "max_seconds": args.max_seconds}))
   high = target_name(workload.targets[-1])
   factors, own = speedups(rows, high), own_speedups(rows, high)
-  settings = sorted({(r["hosts"], r["link"], r["seed"]) for r in rows}, key=cluster.setting_order)
+  settings = sorted({(r["hosts"], r["link"], r["seed"]) for r in rows}, key=network.setting_order)
   meta = {"workload": args.workload, "network": mode, "runs": [f"{h}@{l} seed {s}" for h, l, s in settings],
           "steps": args.steps, "max_seconds": args.max_seconds,
           "eval_every": workload.eval_every, "batch_per_host": BATCH_PER_HOST,
           "learning_rates": workload.learning_rates, "speedups": factors, "own_speedups": own}
   seeds = {f"{h}@{l}": sorted({s for h2, l2, s in settings if (h2, l2) == (h, l)}) for h, l, _ in settings}
-  markdown = (f"Workload **{args.workload}**, network **{mode}** ({cluster.HOW[mode]}); seeds {seeds}, "
+  markdown = (f"Workload **{args.workload}**, network **{mode}** ({network.HOW[mode]}); seeds {seeds}, "
               f"medians over them. A run stops after {args.steps} steps at 4 hosts (as many examples at M "
               f"hosts) or {args.max_seconds:g} s of training. "
               "Seconds are training time (compilation included, evaluation excluded); a time in parentheses "

@@ -1,7 +1,7 @@
 """Every hyper-parameter of the trainer, with its default; the other configs override a few.
 
 Run a config with `python -m train --config=configs/<name>.py --workdir=DIR`, overriding any field
-on the command line: `--config.learning_rate=3e-3 --config.faults.kind=negate`.
+on the command line: `--config.learning_rate=3e-3 --config.vote.strategy=alltoall`.
 """
 
 import ml_collections
@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Workers: one per device (CPU: simulated devices, set by `python -m train`; GPU: real ones),
   # spread evenly over the processes of a multi-host job.
   config.num_workers = 8
+  # A hierarchical vote's hosts: this many workers psum their momentum before voting (0: a process's).
+  config.workers_per_host = 0
   config.per_worker_batch_size = 32
   # Global, rounded up to a multiple of num_workers; the last eval batch is padded and masked.
   config.eval_batch_size = 256
@@ -45,13 +47,16 @@ def get_config() -> ml_collections.ConfigDict:
   # signum: decoupled, x <- x - lr * (vote + weight_decay * x); adam: decoupled too (AdamW);
   # sgd: L2, weight_decay * x added to the gradient before the momentum (as torch.optim.SGD).
   config.weight_decay = 0.0
-  config.strategy = "allgather"  # Signum's exchange: allgather, alltoall or hierarchical.
-  config.workers_per_host = 0  # hierarchical only: workers psum'd before the vote (0: per process).
-  config.outer_strategy = "allgather"  # hierarchical only: the vote across hosts, allgather or alltoall.
+
+  # The vote of signum and lion: the fields of signvote_jax.Vote, passed straight through (the trainer
+  # adds the mesh's axes, the worker count and faults.voter_kind's voters).
+  config.vote = ml_collections.ConfigDict()
+  config.vote.strategy = "allgather"  # How the sign words travel: allgather, alltoall or hierarchical.
+  config.vote.outer_strategy = "allgather"  # hierarchical only: the vote across hosts, allgather or alltoall.
   # Voters of each alltoall shard (odd, 1..M; the median of their results): 3 survives one worker
   # lying in every role it plays, for 3x alltoall's traffic (DESIGN.md, threat model).
-  config.replicas = 1
-  config.impl = "auto"  # Sign packing and vote kernels: auto, jax or triton.
+  config.vote.replicas = 1
+  config.vote.impl = "auto"  # Sign packing and vote kernels: auto, jax or triton.
 
   # Learning-rate schedule: linear warm-up from 0, then step decay (the paper's ImageNet recipe).
   config.warmup_epochs = 0.0

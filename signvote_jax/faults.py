@@ -111,11 +111,12 @@ def byzantine(kind: str, workers: Sequence[int], axis_name, seed: int = 0) -> op
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def check_workers(workers, size: int, axis_name, who: str) -> None:
-  """A ValueError if a faulty worker's index is not on an axis of ``size`` workers."""
+def check_workers(workers, size: int, axis_name, who: str = "") -> None:
+  """A ValueError (its text led by ``who``, if any) if a faulty worker's index is not on an axis of
+  ``size`` workers."""
   if workers and max(workers) >= size:
     raise ValueError(
-        f"{who}: faulty worker {max(workers)} does not exist; axis {axis_name!r} has {size} workers "
+        f"{who + ': ' if who else ''}faulty worker {max(workers)} does not exist; axis {axis_name!r} has {size} workers "
         f"(indices 0..{size - 1})."
     )
 

@@ -217,7 +217,6 @@ class Strategy:
             equivocation: faults.Equivocation | None = None) -> tuple[WordLayout, Tally]:
     """The vote of ``leaves`` (this worker's update) over ``axis_name`` at ``step``, with its word layout."""
     num_ballots = axes.axis_size(axis_name, "scale_by_majority_vote")
-    self.check_workers(num_ballots, axis_name, equivocation)
     multiple = self.exchange.word_multiple(num_ballots)
     if not self.hierarchical:
       layout = WordLayout.of(leaves, multiple=multiple)
@@ -228,11 +227,11 @@ class Strategy:
     return layout, _hierarchical(layout, leaves, inner_axis_name, axis_name, self.exchange, step, impl,
                                  self.voters, equivocation)
 
-  def check_workers(self, num_ballots: int, axis_name, equivocation=None) -> None:
-    """A ValueError if ``replicas`` or a faulty worker's index does not fit ``num_ballots`` ballots."""
-    who = "scale_by_majority_vote"
+  def check_workers(self, num_ballots: int, axis_name, equivocation=None, who: str = "scale_by_majority_vote") -> None:
+    """A ValueError (its text led by ``who``, if any) if ``replicas`` or a faulty worker's index does
+    not fit ``num_ballots`` ballots."""
     if self.voters.replicas > num_ballots:
-      raise ValueError(f"{who}: replicas={self.voters.replicas} needs as many voters, but axis {axis_name!r} "
+      raise ValueError(f"{who + ': ' if who else ''}replicas={self.voters.replicas} needs as many voters, but axis {axis_name!r} "
                        f"has {num_ballots}; use an odd number from 1 to {num_ballots}.")
     for fault in (self.voters.fault, equivocation):
       if fault is not None:

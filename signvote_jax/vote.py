@@ -139,7 +139,7 @@ class Vote:
       raise ValueError(f"num_workers must be a positive int, got {self.num_workers!r}.")
     ops.check_impl(self.impl)
     if self.num_workers is not None:
-      plan.check_workers(self.num_workers, self.axis_name)
+      plan.check_workers(self.num_workers, self.axis_name, who="")
     object.__setattr__(self, "plan", plan)
 
   def replace(self, **changes) -> "Vote":

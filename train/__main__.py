@@ -75,8 +75,19 @@ def unknown_key(error: Exception, argv) -> str:
               if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == name), name)
   suggestion = re.search(r'Did you mean "([^"]+)"', hint)
   parent = key[: -len(name)]  # "faults." for faults.kin
-  did_you_mean = f" (did you mean {parent + suggestion.group(1)!r}?)" if suggestion else ""
+  suggested = parent + suggestion.group(1) if suggestion else moved_field(key)
+  did_you_mean = f" (did you mean {suggested!r}?)" if suggested else ""
   return f"error: unknown config key {key!r}{did_you_mean}; every field must be one of configs/default.py."
+
+
+def moved_field(key: str) -> str | None:
+  """The field of configs/default.py that ends like ``key`` in another section (``strategy`` is
+  ``vote.strategy`` since the vote's options have their own section), if there is one."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  from train import config_checks  # pylint: disable=import-outside-toplevel  (it imports JAX: only on this error)
+
+  leaf = key.rsplit(".", 1)[-1]
+  return next((k for k in config_checks.flatten(default.get_config()) if k.rsplit(".", 1)[-1] == leaf), None)
 
 
 def parse_flags(argv):

@@ -4,11 +4,9 @@ import json
 
 import ml_collections
 
-from signvote_jax import ops
-import signvote_jax as sv
 from configs import default
 from train.errors import ConfigError
-from train.optimizers import OPTIMIZERS, VOTING, is_hierarchical
+from train.optimizers import OPTIMIZERS
 
 # Reading threads per process: beyond this many, threads only contend for the host's cores.
 MAX_DATA_THREADS = 64
@@ -45,17 +43,13 @@ def check_keys(config) -> None:
 
 
 def check_values(config) -> None:
-  """Values that no device layout could run."""
+  """The trainer's own values that no device layout could run (the vote's, ``config.vote`` and
+  ``config.faults``, are the library's to check: :func:`train.optimizers.create_vote`)."""
   def require(ok, message):
     if not ok:
       raise ConfigError(message)
 
   require(config.optimizer in OPTIMIZERS, f"unknown optimizer {config.optimizer!r}; valid optimizers are {OPTIMIZERS}.")
-  require(config.strategy in sv.STRATEGIES, f"unknown strategy {config.strategy!r}; valid strategies are {sv.STRATEGIES}.")
-  require(config.impl in ops.IMPLS, f"unknown impl {config.impl!r}; valid values are {ops.IMPLS}.")
-  require(config.impl != "triton" or ops.dispatch.triton_importable(),
-          "impl='triton' needs a GPU build of jax and the jax-triton package (pip install -e '.[gpu]'); "
-          "use impl='auto' or impl='jax' on this machine.")
   for field in ("num_workers", "per_worker_batch_size", "eval_batch_size", "log_every", "eval_every",
                 "checkpoints_to_keep", "num_data_threads", "width", "qrnn_hidden", "qrnn_layers", "image_size", "bptt"):
     require(config[field] >= 1, f"{field}={config[field]} must be a positive integer.")
@@ -79,20 +73,6 @@ def check_values(config) -> None:
       ("dropout_rate", 0 <= config.dropout_rate < 1, "in [0, 1)"),
   ):
     require(ok, f"{field}={config[field]!r} must be {valid}.")
-  require(config.outer_strategy in ("allgather", "alltoall"),
-          f"unknown outer_strategy {config.outer_strategy!r}; valid ones are ('allgather', 'alltoall').")
-  require(isinstance(config.replicas, int) and config.replicas >= 1 and config.replicas % 2 == 1,
-          f"replicas={config.replicas!r} must be an odd number from 1 to the number of workers.")
-  exchange = config.outer_strategy if is_hierarchical(config) else config.strategy
-  voting_for_others = config.optimizer in VOTING and exchange == "alltoall"
-  require(config.replicas == 1 and not config.faults.voter_kind or voting_for_others,
-          f"replicas and faults.voter_kind apply where workers vote for each other: optimizer in {VOTING} with "
-          "strategy='alltoall' (or 'hierarchical' with outer_strategy='alltoall').")
-  if is_hierarchical(config) and config.workers_per_host:
-    require(
-        config.num_workers % config.workers_per_host == 0,
-        f"workers_per_host={config.workers_per_host} must divide num_workers={config.num_workers}.",
-    )
 
 
 def is_fault_experiment(config) -> bool:

@@ -1,6 +1,7 @@
 """The trainer's error types for what it reports in one line instead of a traceback, and the
 words it takes from the errors of the libraries below it."""
 
+import contextlib
 import os
 import re
 
@@ -11,6 +12,19 @@ class ConfigError(ValueError):
 
 class StorageError(RuntimeError):
   """The workdir could not be written (a full disk, a file in the way); what was written before it is intact."""
+
+
+@contextlib.contextmanager
+def library_errors(section: str):
+  """Turns what the library refuses in ``config.<section>`` (its ValueError, which names the bad
+  value and the valid ones) into the trainer's one-line ``ConfigError``: the one place where the
+  library's checks of the config's values reach the user."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"config.{section}: {e}") from None
 
 
 def first_line(error: BaseException) -> str:

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import optax
 
 import signvote_jax as sv
-from train.errors import ConfigError
+from configs import default
+from train.errors import ConfigError, library_errors
 
 OPTIMIZERS = ("signum", "lion", "sgd", "adam")
 VOTING = ("signum", "lion")  # Their per-worker signs are majority-voted; the others average floats.
@@ -64,9 +65,20 @@ def create_schedules(config, steps_per_epoch: int) -> Schedules:
   return Schedules(learning_rate, b1 if late > 0 else None)
 
 
-def is_hierarchical(config) -> bool:
-  """Whether the vote is of hosts (``(hosts, devices)`` mesh) rather than of single workers."""
-  return config.optimizer in VOTING and config.strategy == "hierarchical"
+def create_vote(config) -> sv.Vote | None:
+  """``config.vote`` as the library's :class:`signvote_jax.Vote`, passed straight through and checked
+  there; None for the optimizers that average (which refuse a ``config.vote`` of their own)."""
+  if config.optimizer not in VOTING:
+    defaults = default.get_config().vote
+    changed = sorted(k for k, v in config.vote.items() if v != defaults[k])
+    if changed or config.faults.voter_kind or config.faults.kind == "equivocate":
+      raise ConfigError(
+          f"config.vote ({', '.join(changed) or 'unchanged'}), faults.voter_kind and faults.kind='equivocate' "
+          f"need a vote (optimizer in {VOTING}); optimizer={config.optimizer!r} averages over an all-reduce."
+      )
+    return None
+  with library_errors("vote"):
+    return sv.Vote(**config.vote)
 
 
 def faulty_workers(config, num_ballots: int, voters: bool = False) -> tuple[int, ...]:
@@ -74,13 +86,11 @@ def faulty_workers(config, num_ballots: int, voters: bool = False) -> tuple[int,
   ``num_faulty`` (``num_faulty_voters``) of ``num_ballots``."""
   kind_field, count_field = ("voter_kind", "num_faulty_voters") if voters else ("kind", "num_faulty")
   kind, num_faulty = config.faults[kind_field], config.faults[count_field]
-  kinds = sv.faults.VOTER_KINDS if voters else sv.faults.KINDS
   if not kind and not num_faulty:
     return ()
   if not kind:
+    kinds = sv.faults.VOTER_KINDS if voters else sv.faults.KINDS
     raise ConfigError(f"faults.{count_field}={num_faulty} needs faults.{kind_field}, one of {kinds}.")
-  if not voters and kind not in kinds:
-    raise ConfigError(f"unknown faults.kind {kind!r}; valid kinds are {kinds} (or '' for none).")
   if not 0 < num_faulty < num_ballots:
     raise ConfigError(
         f"faults.{count_field}={num_faulty} with faults.{kind_field}={kind!r}: it must be between 1 and "
@@ -89,54 +99,40 @@ def faulty_workers(config, num_ballots: int, voters: bool = False) -> tuple[int,
   return tuple(range(num_ballots - num_faulty, num_ballots))
 
 
-def _voting_faults(config, axis, num_ballots: int):
-  """The sender fault and the voter fault of ``config.faults`` on the ballots' ``axis`` (None if none)."""
-  workers, voters = faulty_workers(config, num_ballots), faulty_workers(config, num_ballots, voters=True)
-  try:
-    fault = sv.faults.byzantine(config.faults.kind, workers, axis, seed=config.seed) if workers else None
-    voter_fault = sv.faults.voter(config.faults.voter_kind, voters, seed=config.seed) if voters else None
-  except ValueError as e:
-    raise ConfigError(f"faults: {e}") from None
-  exchange = config.outer_strategy if is_hierarchical(config) else config.strategy
-  if config.faults.kind == "equivocate" and exchange == "allgather":
-    raise ConfigError(
-        "faults.kind='equivocate' against an allgather vote leaves every worker with its own vote "
-        "(DESIGN.md, threat model), but the trainer keeps one replicated model; use strategy='alltoall' "
-        "(or outer_strategy='alltoall'), where replicas >= 3 keeps the workers in step."
-    )
-  return fault, voter_fault
-
-
-def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh) -> optax.GradientTransformation:
-  """``config.optimizer`` for the workers of ``mesh`` (axis ``workers``, or ``(hosts, devices)`` if hierarchical).
+def create_optimizer(config, schedules: Schedules, mesh: jax.sharding.Mesh,
+                     vote: sv.Vote | None) -> optax.GradientTransformation:
+  """``config.optimizer`` for the workers of ``mesh`` (axis ``workers``, or ``(hosts, devices)`` if
+  ``vote`` is hierarchical), voting with ``vote`` (:func:`create_vote`) or averaging if it is None.
 
   With a late phase (``late_from_epochs``), the momentum ``b1`` changes mid-run too, so the
   optimizer is built under ``optax.inject_hyperparams`` with ``b1`` as a schedule.
   """
   axis_names = mesh.axis_names
   # The mesh's first axis holds the ballots: single workers, or whole hosts if hierarchical.
-  ballots = axis_names[0]
-  if config.optimizer in VOTING:
-    fault, voter_fault = _voting_faults(config, ballots, mesh.shape[ballots])
-    if config.replicas > mesh.shape[ballots]:
-      raise ConfigError(f"replicas={config.replicas} needs as many voters, but the vote has {mesh.shape[ballots]} "
-                        f"ballots; use an odd number from 1 to {mesh.shape[ballots]}.")
-  else:
-    if config.faults.kind == "equivocate" or config.faults.voter_kind or config.replicas != 1:
-      raise ConfigError(f"replicas, faults.voter_kind and faults.kind='equivocate' need a vote (optimizer in {VOTING}); "
-                        f"optimizer={config.optimizer!r} averages over an all-reduce.")
-    workers = faulty_workers(config, mesh.shape[ballots])
+  ballots, num_ballots = axis_names[0], mesh.shape[axis_names[0]]
+  with library_errors("faults"):
+    workers = faulty_workers(config, num_ballots)
     fault = sv.faults.byzantine(config.faults.kind, workers, ballots, seed=config.seed) if workers else None
-  hierarchical = is_hierarchical(config)
+    voters = faulty_workers(config, num_ballots, voters=True)
+    voter_fault = sv.faults.voter(config.faults.voter_kind, voters, seed=config.seed) if voters else None
+  if vote is not None:
+    hierarchical = vote.plan.hierarchical
+    with library_errors("vote with faults.voter_kind" if voter_fault else "vote"):
+      vote = vote.replace(axis_name=ballots if hierarchical else axis_names,
+                          inner_axis_name=axis_names[1] if hierarchical else None,
+                          num_workers=num_ballots, voter_fault=voter_fault)
+    if config.faults.kind == "equivocate" and not vote.plan.exchange.sharded:
+      raise ConfigError(
+          "faults.kind='equivocate' against an allgather vote leaves every worker with its own vote "
+          "(DESIGN.md, threat model), but the trainer keeps one replicated model; use vote.strategy='alltoall' "
+          "(or vote.outer_strategy='alltoall'), where vote.replicas >= 3 keeps the workers in step."
+      )
 
   def build(learning_rate, b1):
-    if config.optimizer in VOTING:
-      vote = dict(axis_name=axis_names[0] if hierarchical else axis_names, strategy=config.strategy,
-                  inner_axis_name=axis_names[1] if hierarchical else None, outer_strategy=config.outer_strategy,
-                  replicas=config.replicas, fault=fault, voter_fault=voter_fault, impl=config.impl)
-      if config.optimizer == "lion":
-        return sv.lion(learning_rate, b1, config.b2, config.weight_decay, **vote)
-      return sv.signum(learning_rate, b1, config.weight_decay, **vote)
+    if config.optimizer == "lion":
+      return sv.lion(learning_rate, b1, config.b2, config.weight_decay, vote=vote, fault=fault)
+    if config.optimizer == "signum":
+      return sv.signum(learning_rate, b1, config.weight_decay, vote=vote, fault=fault)
     if config.optimizer == "sgd":
       update = optax.chain(
           optax.add_decayed_weights(config.weight_decay),

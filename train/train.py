@@ -58,7 +58,8 @@ class Experiment:
   def create(cls, config) -> "Experiment":
     config_checks.check_keys(config)
     config_checks.check_values(config)
-    mesh = create_mesh(config)
+    vote = optimizers.create_vote(config)
+    mesh = create_mesh(config, hierarchical=vote is not None and vote.plan.hierarchical)
     data = input_pipeline.load_dataset(config)
     global_batch_size = config.num_workers * config.per_worker_batch_size
     steps_per_epoch = len(data.train) // global_batch_size
@@ -75,7 +76,7 @@ class Experiment:
         mesh=mesh,
         data=data,
         model=models.create_model(config, data.num_classes),
-        tx=optimizers.create_optimizer(config, schedules, mesh),
+        tx=optimizers.create_optimizer(config, schedules, mesh, vote),
         schedule=schedules.learning_rate,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
@@ -83,10 +84,10 @@ class Experiment:
     )
 
 
-def create_mesh(config) -> jax.sharding.Mesh:
+def create_mesh(config, hierarchical: bool = False) -> jax.sharding.Mesh:
   """``num_workers`` devices, the same number from each process, in process order.
 
-  The axis is ``"workers"``; a hierarchical vote splits it into ``("hosts", "devices")``, with
+  The axis is ``"workers"``; a ``hierarchical`` vote splits it into ``("hosts", "devices")``, with
   ``workers_per_host`` devices (default: one process's) summing their momentum before voting.
   """
   config_checks.check_devices(config, jax.process_count(), jax.local_device_count())
@@ -96,8 +97,10 @@ def create_mesh(config) -> jax.sharding.Mesh:
     return [d for d in jax.devices() if d.process_index == process][:per_process]
 
   devices = [d for process in range(jax.process_count()) for d in first_devices_of(process)]
-  if optimizers.is_hierarchical(config):
+  if hierarchical:
     per_host = config.workers_per_host or per_process
+    if config.num_workers % per_host:
+      raise ConfigError(f"workers_per_host={per_host} must divide num_workers={config.num_workers}.")
     shape, names = (config.num_workers // per_host, per_host), ("hosts", "devices")
   else:
     shape, names = (config.num_workers,), ("workers",)

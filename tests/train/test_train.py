@@ -76,9 +76,9 @@ def test_train_seconds_leave_out_evaluating_and_saving(digits_config, tmp_path, 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"optimizer": "signum", "strategy": "alltoall"},
-        {"optimizer": "signum", "strategy": "hierarchical", "workers_per_host": 2},
-        {"optimizer": "signum", "strategy": "hierarchical"},  # One host: this process's 4 workers.
+        {"optimizer": "signum", "vote.strategy": "alltoall"},
+        {"optimizer": "signum", "vote.strategy": "hierarchical", "workers_per_host": 2},
+        {"optimizer": "signum", "vote.strategy": "hierarchical"},  # One host: this process's 4 workers.
         {"optimizer": "signum", "b1": 0.0},  # signSGD
         {"optimizer": "lion", "b2": 0.99},  # Lion's signs voted.
         {"optimizer": "sgd", "learning_rate": 0.1, "b1": 0.9},
@@ -87,13 +87,13 @@ def test_train_seconds_leave_out_evaluating_and_saving(digits_config, tmp_path, 
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )
 def test_each_optimizer_learns_digits(digits_config, tmp_path, overrides):
-  digits_config.update(overrides)
+  digits_config.update_from_flattened_dict(overrides)
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
   assert summary["test_accuracy"] > 0.8
   last = [l for l in harness.lines(tmp_path) if l["split"] == "train"][-1]
   if digits_config.optimizer in ("signum", "lion"):
     # Hierarchical votes are of hosts; by default a host is the process's 4 workers.
-    voters = 4 // (digits_config.workers_per_host or 4) if digits_config.strategy == "hierarchical" else 4
+    voters = 4 // (digits_config.workers_per_host or 4) if digits_config.vote.strategy == "hierarchical" else 4
     assert len(last["agreement"]) == len(last["kappa"]) == voters
   else:
     assert "agreement" not in last and "kappa" not in last
@@ -113,7 +113,7 @@ def test_worker_lying_in_every_role_is_outvoted_and_named_with_replicas(digits_c
   blames the honest workers in its counts; the run learns and names it, as a sender and as a voter."""
   digits_config.num_workers, digits_config.num_steps = 7, 45
   digits_config.eval_batch_size = 7 * 16
-  digits_config.strategy, digits_config.replicas = "alltoall", 3
+  digits_config.vote.strategy, digits_config.vote.replicas = "alltoall", 3
   digits_config.faults.kind, digits_config.faults.num_faulty = "negate", 1
   digits_config.faults.voter_kind, digits_config.faults.num_faulty_voters = "negate+blame", 1
   summary = train.train_and_evaluate(digits_config, str(tmp_path))
@@ -243,9 +243,9 @@ def test_checkpoint_of_an_older_trainer_is_refused_not_removed():
   """A config without fields added since (its state has another structure) is another version's."""
   config = default.get_config()
   saved = config_checks.config_to_json(config)
-  del saved["replicas"], saved["faults"]["voter_kind"]
+  del saved["vote"]["replicas"], saved["faults"]["voter_kind"]
   with pytest.raises(ConfigError, match=r"an older version of the trainer \(its config has no "
-                                         r"faults.voter_kind, replicas\); resume it with that version"):
+                                         r"faults.voter_kind, vote.replicas\); resume it with that version"):
     config_checks.check_resume(saved, config)
 
 
