@@ -18,7 +18,7 @@ from tests import harness
 def wheel(tmp_path_factory):
   """The wheel built from a copy of the files the build reads (the checkout stays untouched)."""
   source = tmp_path_factory.mktemp("source")
-  for name in ("pyproject.toml", "README.md", "signvote_jax", "ops"):
+  for name in ("pyproject.toml", "README.md", "LICENSE", "signvote_jax", "ops"):
     copy = shutil.copytree if (pathlib.Path(harness.ROOT, name)).is_dir() else shutil.copy
     copy(pathlib.Path(harness.ROOT, name), source / name)
   build = (
@@ -36,6 +36,17 @@ def test_wheel_installs_only_the_signvote_jax_namespace(wheel):
     names = z.namelist()
   assert {n.split("/")[0] for n in names} == {"signvote_jax", "signvote_jax-0.1.0.dist-info"}
   assert "signvote_jax/ops/voting.py" in names and "signvote_jax/ops/triton_kernels.py" in names
+
+
+def test_wheel_carries_the_license_and_the_type_marker(wheel):
+  with zipfile.ZipFile(wheel) as z:
+    names = z.namelist()
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = z.read(metadata).decode()
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    license_text = z.read(license_file).decode()
+  assert "signvote_jax/py.typed" in names
+  assert "License-Expression: Apache-2.0" in text and "Apache License" in license_text and "Version 2.0" in license_text
 
 
 def test_wheel_requires_only_jax_optax_and_numpy(wheel):
@@ -71,3 +82,14 @@ def test_kernel_doctests_by_their_installed_name(module):
   """The kernels' examples, run from the module users import (pytest would import ops/ as top-level ``ops``)."""
   result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_citation_names_the_paper_and_this_version():
+  yaml = pytest.importorskip("yaml")
+  import signvote_jax as sv  # pylint: disable=import-outside-toplevel
+
+  citation = yaml.safe_load(pathlib.Path(harness.ROOT, "CITATION.cff").read_text())
+  pyproject = pathlib.Path(harness.ROOT, "pyproject.toml").read_text()
+  assert citation["version"] == sv.__version__ and f'version = "{sv.__version__}"' in pyproject
+  assert citation["preferred-citation"]["url"] == "https://arxiv.org/abs/1810.05291"
+  assert citation["license"] == "Apache-2.0" and 'license = "Apache-2.0"' in pyproject
