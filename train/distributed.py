@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import threading
+from typing import NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -17,6 +18,49 @@ from train.errors import first_line
 # The environment the local launcher (``python -m train.launch``) sets for each process; on a real
 # cluster, flags or JAX's own cluster detection (SLURM, Open MPI, ...) provide the same.
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+
+
+class Place(NamedTuple):
+  """A process's place in a job: where process 0 listens, how many processes, which one this is."""
+
+  coordinator_address: str | None
+  num_processes: int | None
+  process_id: int | None
+  source: str  # Who said so: "flags", "environment", a cluster JAX detected ("slurm", "ompi", ...), or "none".
+
+
+def detected_cluster() -> Place | None:
+  """The place JAX's own cluster detection finds in the environment (SLURM, Open MPI, Kubernetes,
+  ...; what ``jax.distributed.initialize()`` with no arguments would use), or None outside one.
+
+  Read from JAX's detector itself, so that the trainer agrees with JAX on every cluster JAX knows,
+  including ``JAX_COORDINATOR_PORT``; it is not public API, so a JAX without it is no cluster.
+  """
+  try:
+    from jax._src import clusters  # pylint: disable=import-outside-toplevel
+
+    found = [env for env in clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
+             if not env.opt_in_only_method and env.is_env_present()]
+    if not found:
+      return None
+    coordinator_address, num_processes, process_id, _ = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        None, None, None, None, None, None)
+  except (ImportError, AttributeError, TypeError, KeyError, ValueError, RuntimeError):
+    return None
+  return Place(coordinator_address, num_processes, process_id, found[0].name)
+
+
+def place_in_job(coordinator_address=None, num_processes=None, process_id=None) -> Place:
+  """This process's place: from the flags, else the launcher's environment, else JAX's cluster detection."""
+  if coordinator_address or num_processes or process_id is not None:
+    return Place(coordinator_address, num_processes, process_id, "flags")
+  environment = Place(os.environ.get(ENV_COORDINATOR), _env_int(ENV_NUM_PROCESSES), _env_int(ENV_PROCESS_ID), "environment")
+  if environment.coordinator_address or environment.num_processes:
+    return environment
+  cluster = detected_cluster()
+  if cluster is None or (cluster.num_processes or 1) < 2:  # A cluster job of one task is one process.
+    return Place(None, None, None, "none")
+  return cluster
 
 
 def _env_int(name):
@@ -40,16 +84,16 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
   of them; on a GPU host the setting is unused and each worker is a real GPU. Collectives between
   CPU processes go over gloo (TCP). A process says that it waits for its peers, and gives up after
   ``join_timeout`` seconds with a :class:`JoinError`; once joined, a process that stops answering
-  for ``heartbeat_timeout`` seconds fails the whole job.
+  for ``heartbeat_timeout`` seconds fails the whole job. Its place in the job comes from the flags,
+  else the launcher's environment, else JAX's cluster detection (:func:`place_in_job`).
   """
-  coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR)
-  num_processes = num_processes or _env_int(ENV_NUM_PROCESSES)
-  process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
+  coordinator_address, num_processes, process_id, source = place_in_job(coordinator_address, num_processes, process_id)
   jax.config.update("jax_num_cpu_devices", max(1, num_workers // (num_processes or 1)))
   if coordinator_address or (num_processes or 1) > 1:
     check_job(coordinator_address, num_processes, process_id)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address} "
+    found = f", detected from {source}" if source not in ("flags", "environment") else ""
+    print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address}{found} "
           f"(waiting up to {join_timeout} s for the other processes)", file=sys.stderr, flush=True)
     giving_up = (f"process {process_id} of {num_processes} could not join the job at {coordinator_address} within "
                  f"{join_timeout} s; start every process with the same --coordinator_address and "

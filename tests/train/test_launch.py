@@ -1,6 +1,7 @@
 """Multi-process training: 2 local processes x 2 devices (gloo over 127.0.0.1) equal 1 process x 4."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,3 +58,25 @@ def test_sigterm_stops_every_worker(data_dir, tmp_path):
   assert launcher.returncode == 143, stderr[-2000:]
   assert "SIGTERM forwarded to the workers" in stderr
   assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_slurm_job_runs_as_one_job(data_dir, tmp_path):
+  """With SLURM's variables set (as srun sets them for each task) and no flags, JAX's cluster
+  detection puts the two processes in one job: one summary of 2 processes, not two runs of one."""
+  from train import launch  # pylint: disable=import-outside-toplevel
+
+  port = launch.free_port()
+  command = [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path}",
+             f"--config.data_dir={data_dir}", "--config.num_workers=2", "--config.num_steps=3",
+             "--config.eval_every=3", "--config.checkpoint_every=0", "--config.progress_bar=False"]
+  slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+           "JAX_COORDINATOR_PORT": str(port)}
+  tasks = [subprocess.Popen(command, cwd=harness.ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
+           for i in range(2)]
+  errors = [task.communicate(timeout=300)[1] for task in tasks]
+  assert [task.returncode for task in tasks] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+  assert f"process 1 of 2: joining the job at localhost:{port}, detected from slurm" in errors[1]
+  with open(tmp_path / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["num_processes"] == 2 and len(summary["devices"]) == 2 and summary["steps"] == 3
