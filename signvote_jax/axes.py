@@ -53,17 +53,18 @@ def _cast_varying(x, axis_names):
   return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
-def as_varying(tree, axis_names: Sequence[Hashable]):
+def as_varying(tree, axis_names: Sequence[Hashable], *, every_dtype: bool = False):
   """Marks the floating leaves of ``tree`` as varying over ``axis_names`` (a no-op outside a map).
 
   Per-worker state such as momentum is created equal on every worker but diverges after one step;
   saying so at ``init`` keeps carry types stable under ``lax.scan`` inside ``shard_map``. Integer
-  leaves are step counters, which stay equal on every worker and keep their type.
+  leaves are step counters, which stay equal on every worker and keep their type (unless
+  ``every_dtype``: counts of a worker's own events, such as ``optax.apply_if_finite``'s).
   """
   axis_names = tuple(a for a in axis_names if bound_axis_size(a) is not None)
 
   def cast(x):
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    if not every_dtype and not jnp.issubdtype(jnp.result_type(x), jnp.floating):
       return x
     return _cast_varying(x, axis_names)
 

@@ -109,8 +109,89 @@ class ShardedOptimizer(NamedTuple):
   update: Callable[..., tuple[Any, Any]]
 
 
+def _worker_typing(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, params) -> Any:
+  """Which leaves of ``tx``'s state must be typed varying over the workers from ``init`` on, beyond
+  those ``init`` already types so, for ``update`` to trace inside ``jax.shard_map``: a tree of bools.
+
+  A wrapper such as ``optax.MultiSteps`` or ``optax.apply_if_finite`` keeps state computed from each
+  worker's own gradients (accumulated gradients, counts of non-finite steps), created equal on
+  every worker; its ``lax.cond`` then joins a branch where that state varies with one where it does
+  not, which JAX refuses. One update is traced (no compilation) with the state typed as ``init``
+  gives it, and again with each leaf the update made varying typed varying from the start, until
+  nothing changes; if a trace fails, it starts again from every floating leaf varying (what
+  :func:`signvote_jax.per_worker` does).
+  """
+  names = tuple(mesh.axis_names)
+  mine = P(names)
+
+  def varying(tree):
+    return jax.tree.map(lambda x: bool(axes.varying_axes(x)), tree)
+
+  def traced(added):
+    """The state's varying leaves before and after one update, with ``added`` leaves typed varying."""
+    found = []
+
+    def probe(params):
+      state = tx.init(params)
+      state = jax.tree.map(lambda x, a: axes.as_varying(x, names, every_dtype=True) if a else x, state, added)
+      grads = axes.as_varying(jax.tree.map(jax.numpy.zeros_like, params), names)
+      _, new_state = tx.update(grads, state, params)
+      found.append((varying(state), varying(new_state)))
+      return jax.tree.map(lambda x: x[None], new_state)
+
+    jax.eval_shape(jax.shard_map(probe, mesh=mesh, in_specs=P(), out_specs=mine), params)
+    return found[0]
+
+  initial = []
+
+  def init_types(params):
+    state = tx.init(params)
+    initial.append(varying(state))
+    return jax.tree.map(lambda x: x[None], state)
+
+  structure = jax.eval_shape(jax.shard_map(init_types, mesh=mesh, in_specs=P(), out_specs=mine), params)
+  initially = initial[0]
+  starts = {
+      "init": jax.tree.map(lambda _: False, structure),
+      "floating": jax.tree.map(lambda x: jax.numpy.issubdtype(x.dtype, jax.numpy.floating), structure),
+  }  # Not every leaf: typing a vote's step count varying would type the vote itself varying, a lie.
+  failure = None
+  for added in starts.values():
+    try:
+      for _ in range(len(jax.tree.leaves(structure)) + 1):
+        before, after = traced(added)
+        grown = jax.tree.map(lambda b, a: a and not b, before, after)
+        if not any(jax.tree.leaves(grown)):
+          break
+        added = jax.tree.map(lambda x, g: x or g, added, grown)
+      # Only what init does not type varying already is added (and carried in blocks by shard_optimizer).
+      return jax.tree.map(lambda a, i: a and not i, added, initially)
+    except (TypeError, ValueError) as e:
+      if not _type_mismatch(e):  # Not ours to judge (an update that needs extra arguments, ...): its own trace will say.
+        return jax.tree.map(lambda _: False, structure)
+      failure = failure or e
+  raise ValueError(
+      f"shard_optimizer: the update's types differ from worker to worker inside jax.shard_map over {names} "
+      f"({str(failure).splitlines()[0].strip()}): a transform that decides from each worker's own gradient "
+      "(optax.apply_if_finite before the vote or the all-reduce) would let the workers' parameters drift apart; "
+      "put it after the exchange, as optax.chain(sv.mean_allreduce(axis), optax.apply_if_finite(optax.adam(lr), 5)) "
+      "(sv.signum and sv.lion abstain on non-finite gradients already)."
+  ) from failure
+
+
+def _type_mismatch(error: Exception) -> bool:
+  """Whether JAX refused ``error``'s trace for types that differ between branches or steps."""
+  return "must have equal" in str(error) or "vma" in str(error)
+
+
 def shard_optimizer(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> ShardedOptimizer:
   """``tx`` with per-worker state carried in and out of ``jax.shard_map`` over ``mesh``.
+
+  Any optax transformation works, wrappers with state of their own included (``optax.MultiSteps``,
+  ``optax.apply_if_finite``): state that the workers' gradients make differ from worker to worker
+  is typed varying from ``init`` on and carried stacked over the workers (found by tracing one
+  update when ``init`` is called). ``update`` passes extra keyword arguments on (``value=`` for
+  ``optax.contrib.reduce_on_plateau``), as ``optax.with_extra_args_support`` does.
 
   Example: Signum with majority vote on 2 workers, one jitted step.
 
@@ -133,11 +214,26 @@ def shard_optimizer(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -
   >>> print(params["w"])  # the vote: +1, -1 and a tie
   [-0.1  0.1  0. ]
   """
-  def init(params):
-    return init_per_worker(tx.init, mesh, params)
+  tx = optax.with_extra_args_support(tx)
+  names = tuple(mesh.axis_names)
+  typing = []  # What init found: the leaves it types varying on top of tx.init's (see _worker_typing).
 
-  def update(updates, state, params=None):
-    # Per-worker leaves arrive as blocks of one worker, which sv.per_worker takes as they are.
-    return tx.update(updates, state, params)
+  def init(params):
+    added = _worker_typing(tx, mesh, params)
+    typing[:] = [added]
+
+    def typed_init(params):
+      state = tx.init(params)
+      return jax.tree.map(lambda x, a: axes.as_varying(x, names, every_dtype=True) if a else x, state, added)
+
+    return init_per_worker(typed_init, mesh, params)
+
+  def update(updates, state, params=None, **extra_args):
+    # Per-worker leaves arrive as blocks of one worker, which sv.per_worker takes as they are; the
+    # leaves typed varying here for tx's sake go in without their block axis and come back with it.
+    added = typing[0] if typing else jax.tree.map(lambda _: False, state)
+    state = jax.tree.map(lambda x, a: x[0] if a else x, state, added)
+    updates, state = tx.update(updates, state, params, **extra_args)
+    return updates, jax.tree.map(lambda x, a: x[None] if a else x, state, added)
 
   return ShardedOptimizer(init, update)

@@ -25,7 +25,7 @@ def _check(name: str, value, ok, valid: str) -> None:
     raise ValueError(f"{name} must be {valid}, got {value!r}.")
 
 
-def momentum(b1) -> optax.GradientTransformation:
+def momentum(b1, accumulator_dtype=None) -> optax.GradientTransformation:
   r"""``optax.ema(b1, debias=False)`` that a non-finite gradient never enters.
 
   .. math::  v \leftarrow (1 - \beta) g + \beta v \quad \text{where } g \text{ is finite; else } v
@@ -35,8 +35,10 @@ def momentum(b1) -> optax.GradientTransformation:
   passed on is NaN there, so that the vote after it abstains and counts the event (``nonfinite``
   in :class:`signvote_jax.MajorityVoteState`). Elsewhere the momentum is bit-identical to
   ``optax.ema``'s, and the update passed on is that momentum (a zero of it possibly of the other sign).
+  The momentum is kept in ``accumulator_dtype`` (None: the gradients' dtype), as ``optax.ema`` does.
   """
-  return _finite_gradients_only(optax.ema(b1, debias=False), "ema", sends_state=True)
+  return _finite_gradients_only(optax.ema(b1, debias=False, accumulator_dtype=accumulator_dtype), "ema",
+                                sends_state=True)
 
 
 def _finite_gradients_only(inner: optax.GradientTransformation, field: str, *,
@@ -72,6 +74,8 @@ def signum(
     b1: float = 0.9,
     weight_decay: float = 0.0,
     *,
+    mask: optax.MaskOrFn = None,
+    accumulator_dtype: jax.typing.DTypeLike | None = None,
     axis_name: AxisName = None,
     vote: Vote | None = None,
     fault: optax.GradientTransformation | None = None,
@@ -98,6 +102,10 @@ def signum(
     learning_rate: :math:`\eta`, a float or an optax schedule.
     b1: momentum :math:`\beta` in [0, 1).
     weight_decay: :math:`\lambda`, decoupled (not scaled by the vote). Pass ``params`` to update.
+    mask: which parameters weight decay applies to: a tree of bools like the parameters, or a
+      function of the parameters that returns one (``optax.add_decayed_weights``'s ``mask``).
+    accumulator_dtype: the momentum's dtype (None: the gradients'); ``jnp.float32`` keeps a
+      float32 momentum for bfloat16 parameters, as ``optax.signum``'s does.
     axis_name: the workers' mapped axis, for the default vote over it (``Vote(axis_name)``,
       ``"allgather"``); None for one worker with no collective (plain Signum).
     vote: how the workers vote, a :class:`signvote_jax.Vote` (strategy, replicas, kernels, ...),
@@ -125,10 +133,11 @@ def signum(
   _check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
   _check("b1", b1, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return _voted(momentum(b1), learning_rate, weight_decay, fault, as_vote(axis_name, vote, "signum"))
+  return _voted(momentum(b1, accumulator_dtype), learning_rate, weight_decay, mask, fault,
+                as_vote(axis_name, vote, "signum"))
 
 
-def lion_direction(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransformation:
+def lion_direction(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> optax.GradientTransformation:
   r"""``optax.scale_by_lion(b1, b2)`` that a non-finite gradient never enters.
 
   .. math::  d = \mathrm{sign}(\beta_1 m + (1 - \beta_1) g), \quad m \leftarrow \beta_2 m + (1 - \beta_2) g
@@ -136,7 +145,7 @@ def lion_direction(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransform
   Per coordinate where ``g`` is NaN or Inf, ``m`` keeps its value and the direction passed on is
   NaN, so that the vote after it abstains there (as :func:`momentum` does for Signum).
   """
-  return _finite_gradients_only(optax.scale_by_lion(b1, b2), "mu", sends_state=False)
+  return _finite_gradients_only(optax.scale_by_lion(b1, b2, mu_dtype), "mu", sends_state=False)
 
 
 def lion(
@@ -145,6 +154,8 @@ def lion(
     b2: float = 0.99,
     weight_decay: float = 0.0,
     *,
+    mask: optax.MaskOrFn = None,
+    mu_dtype: jax.typing.DTypeLike | None = None,
     axis_name: AxisName = None,
     vote: Vote | None = None,
     fault: optax.GradientTransformation | None = None,
@@ -159,8 +170,8 @@ def lion(
   Lion's update is already a sign, so it travels as one bit a coordinate like Signum's; the chain
   is ``lion_direction(b1, b2) -> [fault] -> scale_by_majority_vote -> add_decayed_weights ->
   scale_by_learning_rate``. Lion wants a smaller learning rate than Signum (about 3-10x, as against
-  AdamW) and a larger weight decay. ``axis_name``, ``vote`` and ``fault`` are those of
-  :func:`signum`.
+  AdamW) and a larger weight decay. ``mask``, ``axis_name``, ``vote`` and ``fault`` are those of
+  :func:`signum`; ``mu_dtype`` is the momentum's dtype, as in ``optax.lion``.
 
   References:
     Chen et al., `Symbolic Discovery of Optimization Algorithms <https://arxiv.org/abs/2302.06675>`_,
@@ -170,15 +181,16 @@ def lion(
   _check("b1", b1, lambda v: 0 <= v <= 1, "in [0, 1]")
   _check("b2", b2, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return _voted(lion_direction(b1, b2), learning_rate, weight_decay, fault, as_vote(axis_name, vote, "lion"))
+  return _voted(lion_direction(b1, b2, mu_dtype), learning_rate, weight_decay, mask, fault,
+                as_vote(axis_name, vote, "lion"))
 
 
-def _voted(direction, learning_rate, weight_decay, fault, vote: Vote):
+def _voted(direction, learning_rate, weight_decay, mask, fault, vote: Vote):
   """``direction`` per worker (state typed varying), ``[fault]``, the vote, decoupled weight decay, η."""
   return optax.chain(
       axes.per_worker(direction, axes.axis_tuple(vote.axis_name, vote.inner_axis_name), elementwise=True),
       *([fault] if fault is not None else []),
       scale_by_majority_vote(vote=vote),
-      optax.add_decayed_weights(weight_decay),
+      optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -1,10 +1,13 @@
 """The vote composes with the rest of optax; each composition is checked against numpy."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 import signvote_jax as sv
 from signvote_jax.signum import lion_direction
@@ -127,3 +130,78 @@ def test_dtypes_preserved_and_no_retracing():
   assert len(traces) == 1, f"traced {len(traces)} times for 3 steps of equal shapes"
   assert params["w"].dtype == jnp.bfloat16 and params["b"].dtype == jnp.float32
   assert state[0].ema["w"].dtype == jnp.bfloat16
+
+
+def _run_sharded(tx, steps=STEPS, **extra_args):
+  """``steps`` of ``tx`` through ``sv.shard_optimizer`` (``init`` outside the map, one jitted step
+  at a time, ``extra_args`` passed to ``update``): the problem, its final parameters and state."""
+  problem = harness.NoisyQuadratic(M, steps, seed=0)
+  mesh = harness.mesh((M,), (AXIS,))
+  opt = sv.shard_optimizer(tx, mesh)
+  params = jax.device_put(problem.tree(problem.x0), NamedSharding(mesh, P()))
+  state = opt.init(params)
+  specs = sv.partition_specs(state)
+  center = problem.tree(problem.center)
+
+  @jax.jit
+  @functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), specs, P(AXIS), P()), out_specs=(P(), specs))
+  def step(params, state, inputs, t):
+    noise, factor = jax.tree.map(lambda n: n[0], inputs)
+    grads = jax.tree.map(lambda x, c, n, f: (x - c + n[t]) * f[t], params, center, noise, factor)
+    updates, state = opt.update(grads, state, params, **extra_args)
+    return optax.apply_updates(params, updates), state
+
+  inputs = jax.device_put(problem.per_worker_trees(), NamedSharding(mesh, P(AXIS)))
+  for t in range(steps):
+    params, state = step(params, state, inputs, jnp.int32(t))
+  return problem, harness.flat(jax.tree.map(np.asarray, params)), state
+
+
+def test_multisteps_through_shard_optimizer_needs_no_per_worker():
+  """MultiSteps' accumulated gradients are each worker's own: shard_optimizer types them so itself."""
+  problem, params, state = _run_sharded(optax.MultiSteps(sv.signum(LR, B1, WD, axis_name=AXIS), every_k_schedule=2))
+  np.testing.assert_allclose(params, _signum_reference(problem, every_k=2), rtol=1e-6, atol=1e-6)
+  assert sv.partition_specs(state).acc_grads["a"] == P(AXIS)  # Stacked over the workers, as the momentum.
+
+
+def test_apply_if_finite_after_the_allreduce_and_not_before_the_vote():
+  opt = optax.chain(sv.mean_allreduce(AXIS), optax.apply_if_finite(optax.sgd(LR), max_consecutive_errors=3))
+  problem, params, _ = _run_sharded(opt)
+  x = np.array(problem.x0, np.float64)
+  for t in range(STEPS):
+    x = x - LR * np.mean([problem.numpy_grad(x, m, t) for m in range(M)], axis=0)
+  np.testing.assert_allclose(params, x, rtol=1e-5, atol=1e-6)
+  before = optax.apply_if_finite(sv.signum(LR, axis_name=AXIS), max_consecutive_errors=3)
+  with pytest.raises(ValueError, match=r"shard_optimizer: the update's types differ from worker to worker .* put it "
+                                       r"after the exchange, as optax.chain\(sv.mean_allreduce\(axis\)"):
+    _run_sharded(before)
+
+
+def test_extra_update_arguments_pass_through_shard_optimizer():
+  plateau = optax.contrib.reduce_on_plateau(patience=1, factor=0.5, accumulation_size=1)
+  _, _, state = _run_sharded(optax.chain(sv.signum(LR, B1, WD, axis_name=AXIS), plateau), steps=2, value=jnp.float32(2.5))
+  # Step 1 sets the best value, step 2 does not beat it: after patience=1 the scale halves.
+  assert float(optax.tree.get(state, "best_value")) == 2.5 and float(optax.tree.get(state, "scale")) == 0.5
+
+
+def test_weight_decay_mask_and_a_float32_momentum_for_bfloat16_parameters():
+  """Decay on the masked leaves only; the momentum kept in float32 (with bfloat16 it would stall:
+  0.999 rounds to 1 in bfloat16), against numpy in float64 rounded to bfloat16 once a step."""
+  b1, lr, wd, steps = 0.999, 2.0**-4, 0.5, 5
+  rng = np.random.default_rng(0)
+  grads = {"w": rng.normal(size=(steps, 6)), "b": rng.normal(size=(steps, 3))}
+  x = {"w": np.ones(6), "b": np.ones(3)}
+  params = jax.tree.map(lambda v: jnp.asarray(v, jnp.bfloat16), x)
+  opt = sv.signum(lr, b1, wd, mask={"w": True, "b": False}, accumulator_dtype=jnp.float32)
+  state = opt.init(params)
+  v = jax.tree.map(np.zeros_like, x)
+  bf16 = lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)  # pylint: disable=unnecessary-lambda-assignment
+  for t in range(steps):
+    g = {k: grads[k][t] for k in grads}
+    updates, state = opt.update(jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), g), state, params)
+    params = optax.apply_updates(params, updates)
+    v = {k: b1 * v[k] + (1 - b1) * bf16(g[k]) for k in v}
+    x = {k: bf16(x[k] - lr * (np.sign(v[k]) + (wd * x[k] if k == "w" else 0))) for k in x}
+  assert state[0].ema["w"].dtype == jnp.float32 and params["w"].dtype == jnp.bfloat16
+  for k in x:
+    np.testing.assert_array_equal(np.asarray(params[k], np.float64), x[k])

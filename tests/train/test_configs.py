@@ -1,6 +1,7 @@
 """Every config in configs/ runs: the paper's on mock data with small sizes, two steps on the CPU."""
 
 import importlib
+import re
 import os
 
 import numpy as np
@@ -95,3 +96,14 @@ def test_imagenet_configs_train_with_the_papers_recipe():
   assert (config.optimizer, config.b1, config.weight_decay) == ("signum", 0.9, 1e-4)
   assert _get("alexnet_imagenet_signum").per_worker_batch_size == 64
   assert set(config_checks.flatten(config)) == set(config_checks.flatten(default.get_config()))
+
+
+@pytest.mark.parametrize("name", ["slurm.sbatch", "kubernetes_job.yaml"])
+def test_cluster_examples_set_fields_and_configs_that_exist(name):
+  """The cluster examples' `python -m train` command names a config file and fields that exist."""
+  text = open(os.path.join(harness.ROOT, "examples", name)).read()
+  assert "python -m train" in text
+  configs = re.findall(r"--config=(configs/\w+\.py)", text)
+  fields = set(re.findall(r"--config\.([\w.]+)=", text))
+  assert configs and all(os.path.exists(os.path.join(harness.ROOT, c)) for c in configs)
+  assert fields and fields <= set(config_checks.flatten(default.get_config())), fields
