@@ -1,8 +1,10 @@
 """Runs an optimizer on M simulated workers inside jax.shard_map (or jax.pmap) for the tests."""
 
+import glob
 import json
 import math
 import os
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -160,3 +162,34 @@ def write_tiny_wikitext(folder) -> str:
     with open(os.path.join(folder, name), "w") as f:
       f.write(text)
   return str(folder)
+
+
+def tensorboard_events(workdir) -> list:
+  """Every Event of the TFRecord event files in ``workdir``, read with the record framing written out
+  here (8-byte length, its 4-byte CRC, the data, its CRC) and TensorBoard's Event protocol buffer."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+
+  events = []
+  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event()
+      event.ParseFromString(data[offset + 12:offset + 12 + length])
+      events.append(event)
+      offset += 12 + length + 4
+  return events
+
+
+def tensorboard_scalars(workdir) -> dict:
+  """``{(tag, step): value}`` of the scalar summaries in ``workdir``'s events, as TensorBoard shows
+  them: a purge (a session restarted at step s, what a resumed run writes first) drops what earlier
+  events said of steps s and later."""
+  out = {}
+  for event in tensorboard_events(workdir):
+    if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+      out = {key: value for key, value in out.items() if key[1] < event.step}
+    out.update({(v.tag, event.step): v.simple_value for v in event.summary.value})
+  return out

@@ -25,7 +25,9 @@ flags.DEFINE_integer("num_processes", None, "Processes in the job (default: 1, o
 flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 flags.DEFINE_integer("join_timeout", 300, "Seconds a process waits for the others to join before it gives up.")
 flags.DEFINE_integer("heartbeat_timeout", 30, "Seconds without a heartbeat after which a process fails the job.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("show_config", False, "Print every config field with its value and meaning (from configs/default.py), "
+                  "the overrides applied, and exit.")
+flags.mark_flags_as_required(["config"])
 
 
 def cannot_load(path) -> str:
@@ -111,6 +113,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
     quiet_the_fallout_of_failed_saves()
   config = FLAGS.config
+  if FLAGS.show_config:
+    from train import config_checks, show_config  # pylint: disable=import-outside-toplevel
+
+    print(show_config.describe(config, config_checks.flatten))
+    return
+  if FLAGS.workdir is None:
+    sys.exit("error: pass --workdir=DIR, a directory for checkpoints and metrics (or --show_config to list the config).")
   try:
     distributed.initialize(
         num_workers=config.num_workers,

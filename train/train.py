@@ -261,8 +261,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = checkpointer.restore_or(state, averaged=batch_statistics(state), may_be_nan=unmeasured_statistics(state))
     start_step = int(distributed.to_host(state.step))
     report = reporting.Reporter(
-        workdir, start_step=start_step, num_steps=exp.num_steps,
-        enabled=distributed.is_leader(), progress_bar=config.progress_bar)
+        workdir, start_step=start_step, num_steps=exp.num_steps, enabled=distributed.is_leader(),
+        progress=config.progress_bar, title=run_title(config, exp))
     train_loop(exp, state, specs, start_step, checkpointer, report, preemption)
     last_eval = report.last(config.eval_split)
     summary = {
@@ -279,6 +279,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     }
     report.finish(summary)
   return summary
+
+
+def run_title(config, exp: Experiment) -> str:
+  """What a run is, in one line (the title of its curves.png)."""
+  method = config.optimizer if config.optimizer not in optimizers.VOTING else (
+      f"{config.optimizer}, {config.vote.strategy} vote" + (f" (r={config.vote.replicas})" if config.vote.replicas > 1 else ""))
+  faults = f", {config.faults.num_faulty} {config.faults.kind}" if config.faults.kind else ""
+  return (f"{config.model} on {config.dataset}: {method}, lr {config.learning_rate:g}, {config.num_workers} workers x "
+          f"{config.per_worker_batch_size}{faults}, {exp.num_steps} steps ({time.strftime('%Y-%m-%d')})")
 
 
 def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step: int, checkpointer, report,
@@ -319,7 +328,8 @@ def train_loop(exp: Experiment, state: TrainState, specs: TrainState, start_step
         if evaluating:
           report.write(done, config.eval_split, {**evaluate(exp, eval_step, state), "train_seconds": clock.seconds()})
         if saving:
-          checkpointer.save(done, state)
+          with report.saving(done):
+            checkpointer.save(done, state)
     if stop:
       raise Preempted(done, preemption.exit_status, saved=config.checkpoint_every > 0)
     report.advance(done)

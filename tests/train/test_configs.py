@@ -107,3 +107,17 @@ def test_cluster_examples_set_fields_and_configs_that_exist(name):
   fields = set(re.findall(r"--config\.([\w.]+)=", text))
   assert configs and all(os.path.exists(os.path.join(harness.ROOT, c)) for c in configs)
   assert fields and fields <= set(config_checks.flatten(default.get_config())), fields
+
+
+def test_show_config_lists_every_field_with_its_meaning_and_value():
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  done = subprocess.run([sys.executable, "-m", "train", "--config=configs/digits.py", "--show_config",
+                         "--config.vote.replicas=3"], cwd=harness.ROOT, capture_output=True, text=True, timeout=60, check=False)
+  assert done.returncode == 0, done.stderr
+  lines = {line.split(" = ")[0]: line for line in done.stdout.splitlines()}
+  assert set(lines) == set(config_checks.flatten(default.get_config()))
+  assert re.fullmatch(r"vote\.replicas = 3 +# Voters of each alltoall shard .* \(default: 1\)", lines["vote.replicas"])
+  assert re.fullmatch(r"learning_rate = 0\.003 +# The paper's default for Signum\. \(default: 0\.0001\)", lines["learning_rate"])
+  assert all("#" in line for line in lines.values())  # Every field has a comment in default.py.

@@ -230,6 +230,12 @@ def test_interrupted_run_resumes_to_bit_identical_state(data_dir, checkpointed_r
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
   assert harness.lines(checkpointed_run) == harness.lines(tmp_path / "resumed")  # Lines after step 20 rewritten.
+  timed = ("train_seconds", "compile_seconds", "wire_bytes_per_host")  # Of one launch, not of the training.
+  def tensorboard(workdir):
+    return {k: v for k, v in harness.tensorboard_scalars(workdir).items() if not k[0].endswith(timed)}
+  assert tensorboard(checkpointed_run) == tensorboard(tmp_path / "resumed")
+  purges = [e.step for e in harness.tensorboard_events(tmp_path / "resumed") if e.HasField("session_log")]
+  assert purges == [21]  # The resumed run's events drop what the first said of steps 21-25.
 
 
 def test_workdir_of_another_config_is_refused(data_dir, checkpointed_workdir):

@@ -238,7 +238,7 @@ def test_a_coordinator_port_in_use_is_refused_before_joining(tmp_path):
                       r"by another job or program; .*", result.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("target", ["metrics.jsonl", "checkpoint"])
+@pytest.mark.parametrize("target", ["metrics.jsonl", "events", "checkpoint"])
 def test_a_full_disk_is_one_line_and_what_was_written_stays(digits_config, tmp_path, monkeypatch, target):
   digits_config.num_steps, digits_config.checkpoint_every = 20, 10
   full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -252,6 +252,19 @@ def test_a_full_disk_is_one_line_and_what_was_written_stays(digits_config, tmp_p
 
     monkeypatch.setattr(reporting, "open", open_until_step_15, raising=False)
     expected = rf"cannot write '{tmp_path}/metrics.jsonl': No space left on device; what the run wrote before is intact"
+  elif target == "events":
+    from tensorboardX import event_file_writer  # pylint: disable=import-outside-toplevel
+
+    real_write = event_file_writer.EventsWriter.write_event
+
+    def write_until_step_15(writer, event):
+      if event.step >= 15:
+        raise full
+      return real_write(writer, event)
+
+    monkeypatch.setattr(event_file_writer.EventsWriter, "write_event", write_until_step_15)
+    expected = (rf"cannot write '{tmp_path}/events.out.tfevents.\*': No space left on device; what the run wrote "
+                "before is intact")
   else:
     real_save = ocp.CheckpointManager.save
 
@@ -270,3 +283,10 @@ def test_a_full_disk_is_one_line_and_what_was_written_stays(digits_config, tmp_p
   summary = train.train_and_evaluate(digits_config, str(tmp_path))  # Room again: it resumes.
   assert summary["resumed_from_step"] == 10 and summary["steps"] == 20
   assert harness.lines(tmp_path)[: len([r for r in written if r["step"] <= 10])] == [r for r in written if r["step"] <= 10]
+
+
+def test_a_missing_workdir_is_one_line():
+  result = subprocess.run([sys.executable, "-m", "train", "--config=configs/digits.py"], cwd=harness.ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 1 and result.stderr.strip() == (
+      "error: pass --workdir=DIR, a directory for checkpoints and metrics (or --show_config to list the config).")
