@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/digits
 EXTRAS := train,test
 
-.PHONY: train test install lock
+.PHONY: train test install lock docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.installed
 # Signum with majority vote on 8 simulated CPU workers, on scikit-learn's bundled digits.
 train: $(VENV)/.installed
 	$(PY) -m train --config=configs/digits.py --workdir=$(WORKDIR)
+
+# The API reference from the docstrings (Sphinx, warnings as errors) into docs/_build/html.
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # Re-pins constraints.txt to the newest versions pyproject.toml allows, resolved in a scratch venv.
 lock:

@@ -15,7 +15,7 @@ computation is lowered for a GPU and ``jax_triton`` imports, and JAX otherwise. 
 Triton twin: a custom kernel would need the momentum written out before it could read it.
 """
 
-from .dispatch import IMPLS, check_impl, triton_importable, triton_impls
+from .dispatch import IMPLS, Impl, check_impl, triton_importable, triton_impls
 from .fusion import computed_once
 from .packing import (BITS, ballot_of_planes, filler_word, num_words, pack_ballot, pack_bits, pack_signs, pack_ternary, popcount_sum,
                       sign_planes, unpack_bits, unpack_signs, unpack_ternary, word_masks)
@@ -25,6 +25,7 @@ __all__ = [
     "AgreementCounts",
     "BITS",
     "IMPLS",
+    "Impl",
     "agreement_counts",
     "ballot_of_planes",
     "check_impl",

@@ -6,13 +6,15 @@ path, the same jit on its GPUs the Triton one. Nothing is decided from the proce
 """
 
 import functools
+from typing import Literal, get_args
 
 import jax
 
-IMPLS = ("auto", "jax", "triton")
+Impl = Literal["auto", "jax", "triton"]  # Which implementation of a kernel: see the module's docstring.
+IMPLS = get_args(Impl)
 
 
-def check_impl(impl: str) -> None:
+def check_impl(impl: Impl) -> None:
   """Raises ValueError for an unknown ``impl``, or ``"triton"`` where jax-triton cannot import;
   called where a transform is built (and by every kernel that takes ``impl``)."""
   if impl not in IMPLS:
@@ -39,7 +41,7 @@ def triton_impls() -> tuple[str, ...]:
   return ("jax", "triton") if triton_importable() else ("jax",)
 
 
-def call(impl: str, jax_fn, triton_fn, *args):
+def call(impl: Impl, jax_fn, triton_fn, *args):
   """``jax_fn(*args)`` or ``triton_fn(*args)`` as ``impl`` says.
 
   ``"auto"`` lowers ``triton_fn`` for CUDA and ``jax_fn`` for every other platform when jax-triton

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import dispatch
+from .dispatch import Impl
 
 BITS = 32
 _ALL_BITS = 0xFFFFFFFF
@@ -15,7 +16,7 @@ def num_words(size: int) -> int:
   return -(-size // BITS)
 
 
-def pack_signs(x: jax.Array, *, impl: str = "auto") -> jax.Array:
+def pack_signs(x: jax.Array, *, impl: Impl = "auto") -> jax.Array:
   """Packs the signs of ``x`` (any shape, floating) into ``u32[ceil(x.size / 32)]``.
 
   Flat coordinate ``i`` goes to word ``i // 32``, bit ``i % 32``; the bit is 1 where ``x >= 0``

@@ -8,12 +8,13 @@ import jax.numpy as jnp
 
 from . import dispatch
 from . import packing
+from .dispatch import Impl
 
 _ALL_BITS = 0xFFFFFFFF
 
 
 def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, voting: jax.Array | None = None,
-                tie_phase=0, impl: str = "auto"):
+                tie_phase=0, impl: Impl = "auto"):
   """Votes ``u32[M, W]`` (row m: worker m's ballot) into two bit planes.
 
   With P and N the numbers of workers voting on a coordinate's word whose bit is 1 and 0, the vote
@@ -56,7 +57,7 @@ def vote_planes(words: jax.Array, valid: jax.Array | None = None, *, voting: jax
   return sign, nonzero
 
 
-def majority(rows: jax.Array, *, impl: str = "auto") -> jax.Array:
+def majority(rows: jax.Array, *, impl: Impl = "auto") -> jax.Array:
   """``u32[W]``: bit 1 where more than half of the rows of ``u32[R, W]`` (R odd) have a 1.
 
   The vote of R ballots that all vote (no tie is possible for odd R). Per coordinate, the median of

@@ -15,7 +15,7 @@ results and counts it puts on the wire back. How the vote's statistics name them
 
 import dataclasses
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,9 @@ import optax
 
 from signvote_jax import axes
 
-KINDS = ("negate", "random", "zero", "nan", "scale", "equivocate")
-VOTER_KINDS = ("negate", "random", "zero", "blame")
+Kind = Literal["negate", "random", "zero", "nan", "scale", "equivocate"]
+KINDS = get_args(Kind)
+VOTER_KINDS = ("negate", "random", "zero", "blame")  # A vote lie and "blame" join with "+": "negate+blame".
 SCALE = -1e3  # What a "scale" worker multiplies by: large and negated, fatal to an average.
 
 
@@ -48,7 +49,7 @@ def _corrupt(kind: str, update: jax.Array, key: jax.Array) -> jax.Array:
   return update * jnp.asarray(SCALE, update.dtype)
 
 
-def byzantine(kind: str, workers: Sequence[int], axis_name, seed: int = 0) -> optax.GradientTransformation:
+def byzantine(kind: Kind, workers: Sequence[int], axis_name, seed: int = 0) -> optax.GradientTransformation:
   """Replaces what the listed workers send with a fault of the given ``kind``.
 
   Place it right before :func:`signvote_jax.scale_by_majority_vote` (``signum(..., fault=...)``) or

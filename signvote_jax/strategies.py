@@ -213,7 +213,7 @@ class Strategy:
   hierarchical: bool = False
   voters: Voters = Voters()
 
-  def tally(self, leaves, axis_name, inner_axis_name, step, impl: str,
+  def tally(self, leaves, axis_name, inner_axis_name, step, impl: ops.Impl,
             equivocation: faults.Equivocation | None = None) -> tuple[WordLayout, Tally]:
     """The vote of ``leaves`` (this worker's update) over ``axis_name`` at ``step``, with its word layout."""
     num_ballots = axes.axis_size(axis_name, "scale_by_majority_vote")
@@ -238,7 +238,7 @@ class Strategy:
         faults.check_workers(fault.workers, num_ballots, axis_name, who)
 
 
-def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange, step, impl: str,
+def _hierarchical(layout, leaves, inner_axis_name, axis_name, exchange: Exchange, step, impl: ops.Impl,
                   voters: Voters, equivocation) -> Tally:
   """Sums the updates inside each host, then votes the hosts' signs across hosts with ``exchange``.
 

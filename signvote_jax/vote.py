@@ -127,7 +127,7 @@ class Vote:
   num_workers: int | None = None
   replicas: int | None = None
   voter_fault: faults.VoterFault | None = None
-  impl: Literal["auto", "jax", "triton"] = "auto"
+  impl: ops.Impl = "auto"
   plan: strategies.Strategy = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
