@@ -35,6 +35,7 @@ def test_every_program_is_checked():
 def test_example_runs_as_written(name):
   if name == "nnx_step.py":
     pytest.importorskip("flax.nnx")  # Flax comes with the trainer's extra, not the library.
+  # One at a time: each simulates its devices as threads, and two programs on 2 cores take 4x as long.
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # Each program sets its own devices.
   done = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=harness.ROOT, env=env, capture_output=True,
                         text=True, timeout=300, check=False)

@@ -62,13 +62,15 @@ def test_sigterm_stops_every_worker(data_dir, tmp_path):
 
 def test_a_slurm_job_runs_as_one_job(data_dir, tmp_path):
   """With SLURM's variables set (as srun sets them for each task) and no flags, JAX's cluster
-  detection puts the two processes in one job: one summary of 2 processes, not two runs of one."""
+  detection puts the two processes in one job: one summary of 2 processes, not two runs of one.
+  Its progress, in a log (stderr not a terminal), is one line a logged record and a line around each
+  checkpoint's save, with no bar's carriage returns."""
   from train import launch  # pylint: disable=import-outside-toplevel
 
   port = launch.free_port()
   command = [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path}",
-             f"--config.data_dir={data_dir}", "--config.num_workers=2", "--config.num_steps=3",
-             "--config.eval_every=3", "--config.checkpoint_every=0", "--config.progress_bar=False"]
+             f"--config.data_dir={data_dir}", "--config.num_workers=2", "--config.num_steps=4",
+             "--config.log_every=2", "--config.eval_every=4", "--config.checkpoint_every=2"]
   slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
            "JAX_COORDINATOR_PORT": str(port)}
   tasks = [subprocess.Popen(command, cwd=harness.ROOT, stderr=subprocess.PIPE, text=True,
@@ -79,4 +81,10 @@ def test_a_slurm_job_runs_as_one_job(data_dir, tmp_path):
   assert f"process 1 of 2: joining the job at localhost:{port}, detected from slurm" in errors[1]
   with open(tmp_path / "summary.json") as f:
     summary = json.load(f)
-  assert summary["num_processes"] == 2 and len(summary["devices"]) == 2 and summary["steps"] == 3
+  assert summary["num_processes"] == 2 and len(summary["devices"]) == 2 and summary["steps"] == 4
+  lines = errors[0].splitlines()  # Process 0's: it speaks for the job.
+  assert "\r" not in errors[0] and not any(l.startswith("step ") for l in errors[1].splitlines())
+  train = [l for l in lines if l.startswith("step ") and " train: loss " in l]
+  assert [l.split()[1] for l in train] == ["2/4", "4/4"] and all(l.endswith("steps/s)") for l in train)
+  assert sum(l.startswith("step 4/4 test: loss ") for l in lines) == 1
+  assert "step 2: saving a checkpoint" in lines and any(l.startswith("step 4: checkpoint saved in ") for l in lines)
