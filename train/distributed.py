@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 from jax.experimental import multihost_utils
 
+from train import admission
 from train.errors import first_line
 
 # The environment the local launcher (``python -m train.launch``) sets for each process; on a real
@@ -106,10 +107,19 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
         print(f"error: {giving_up}", file=sys.stderr, flush=True)
         os._exit(1)  # pylint: disable=protected-access  (the main thread is blocked inside JAX)
 
+    host, _, port = coordinator_address.rpartition(":")
+    if process_id == 0:
+      desk = admission.Admission.open(int(port), num_processes)
+    elif (running := admission.running_job(host, int(port))) is not None:
+      raise JoinError(f"the job at {coordinator_address} is already running with all its {running} processes; a "
+                      "process cannot join a running job (JAX's coordinator would take it for a restart and end the "
+                      "job): give this job its own --coordinator_address port.")
     threading.Thread(target=give_up, daemon=True).start()
     try:
       jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                  initialization_timeout=join_timeout + 60, heartbeat_timeout_seconds=heartbeat_timeout)
+      if process_id == 0 and desk is not None:
+        desk.running()
     except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
       raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
                       f"{first_line(e)[:200]}; start every process with the same --coordinator_address and --num_processes.") from e

@@ -111,8 +111,20 @@ def _gone(processes, timeout):
 
 
 def test_sigterm_to_one_worker_stops_both_at_one_step(data_dir, tmp_path):
-  """The notice reaches the other process through JAX's preemption service: both save the same step."""
-  launcher, workers = _running_job(data_dir, tmp_path)
+  """The notice reaches the other process through JAX's preemption service: both save the same step.
+  Before it, a stray process claiming process 1's place in the running job is refused in one line
+  (process 0 says the job is running) and the job goes on: it is still there to be stopped."""
+  launcher, workers = _running_job(data_dir, tmp_path / "job")
+  coordinator = workers[0].environ()["JAX_COORDINATOR_ADDRESS"]
+  stray = subprocess.run(
+      [sys.executable, "-m", "train", "--config=configs/digits.py", f"--workdir={tmp_path / 'stray'}",
+       f"--config.data_dir={data_dir}", "--config.num_workers=2", f"--coordinator_address={coordinator}",
+       "--num_processes=2", "--process_id=1"], cwd=harness.ROOT, capture_output=True, text=True, timeout=60)
+  assert stray.returncode == 1 and stray.stderr.strip().splitlines()[-1] == (
+      f"error: the job at {coordinator} is already running with all its 2 processes; a process cannot join a running "
+      "job (JAX's coordinator would take it for a restart and end the job): give this job its own "
+      "--coordinator_address port.")
+  tmp_path = tmp_path / "job"
   workers[1].send_signal(signal.SIGTERM)
   _, stderr = launcher.communicate(timeout=90)
   assert "Traceback" not in stderr, stderr[-3000:]
