@@ -87,11 +87,14 @@ def test_sigterm_to_a_lone_process_saves_and_exits_143(data_dir, tmp_path, check
   assert_resumes_to_the_uninterrupted_state(data_dir, tmp_path, stopped_at, checkpointed_run)
 
 
-def _running_job(data_dir, workdir, grace=30, train_flags=()):
+def _running_job(data_dir, workdir, grace=30, train_flags=(), eval_every=None):
   """Two processes under the launcher training :func:`checkpointed_config` without end, once into
-  their steps: ``(launcher, [process 0, process 1])``."""
+  their steps: ``(launcher, [process 0, process 1])``. ``eval_every`` (a field a resume may change,
+  which leaves the trained state as it is) slows the steps down where a test needs the job to stop
+  well before step 30, whatever the time a notice takes to reach every process."""
   config = checkpointed_config(data_dir)
   config.num_steps = 100_000
+  config.eval_every = eval_every or config.eval_every
   launcher = subprocess.Popen(
       [sys.executable, "-m", "train.launch", "--num_processes=2", f"--grace={grace}", "--", f"--workdir={workdir}",
        *train_flags, *command_line(config)],
@@ -137,7 +140,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step(data_dir, tmp_path):
 def test_workers_of_a_killed_launcher_stop_with_a_checkpoint(data_dir, tmp_path, checkpointed_run):
   """``kill -9`` of the launcher: its workers get SIGTERM (parent-death signal), stop at one step
   and save it; the run resumed in one process ends bit-identical to the uninterrupted one."""
-  launcher, workers = _running_job(data_dir, tmp_path)
+  launcher, workers = _running_job(data_dir, tmp_path, eval_every=1)
   launcher.kill()
   launcher.wait()
   assert _gone(workers, timeout=60), "workers outlived their launcher"
