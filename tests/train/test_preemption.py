@@ -100,10 +100,18 @@ def _running_job(data_dir, workdir, grace=30, train_flags=(), eval_every=None):
        *train_flags, *command_line(config)],
       cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
   parent, deadline = psutil.Process(launcher.pid), time.monotonic() + 60
-  while len(parent.children()) < 2 and time.monotonic() < deadline:
+
+  def place(worker):
+    """Its process id once it runs its own program (between fork and exec it has the launcher's environment)."""
+    try:
+      return worker.environ().get("JAX_PROCESS_ID")
+    except psutil.Error:
+      return None
+
+  while time.monotonic() < deadline and (len(parent.children()) < 2 or None in map(place, parent.children())):
     time.sleep(0.1)
-  workers = sorted(parent.children(), key=lambda worker: worker.environ()["JAX_PROCESS_ID"])
-  assert len(workers) == 2
+  workers = sorted(parent.children(), key=place)
+  assert len(workers) == 2 and [place(w) for w in workers] == ["0", "1"]
   wait_for_training(workdir, launcher)
   return launcher, workers
 
