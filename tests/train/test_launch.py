@@ -48,13 +48,18 @@ def test_sigterm_stops_every_worker(data_dir, tmp_path):
   )
   parent = psutil.Process(launcher.pid)
   deadline = time.monotonic() + 60
-  while len(parent.children()) < 2 and time.monotonic() < deadline:
-    time.sleep(0.2)
-  workers = parent.children()
-  assert len(workers) == 2
-  time.sleep(2)  # Well into their start-up.
-  launcher.send_signal(signal.SIGTERM)
-  _, stderr = launcher.communicate(timeout=60)
+  try:
+    while len(parent.children()) < 2 and time.monotonic() < deadline:
+      time.sleep(0.2)
+    workers = parent.children()
+    assert len(workers) == 2
+    time.sleep(2)  # Well into their start-up.
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=60)
+  finally:  # Never leave a job of 100,000 steps behind to slow every test after this one.
+    if launcher.poll() is None:
+      launcher.kill()
+      launcher.wait()
   assert launcher.returncode == 143, stderr[-2000:]
   assert "SIGTERM forwarded to the workers" in stderr
   assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
@@ -76,7 +81,13 @@ def test_a_slurm_job_runs_as_one_job(data_dir, tmp_path):
   tasks = [subprocess.Popen(command, cwd=harness.ROOT, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
            for i in range(2)]
-  errors = [task.communicate(timeout=300)[1] for task in tasks]
+  try:
+    errors = [task.communicate(timeout=300)[1] for task in tasks]
+  finally:
+    for task in tasks:
+      if task.poll() is None:
+        task.kill()
+        task.wait()
   assert [task.returncode for task in tasks] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
   assert f"process 1 of 2: joining the job at localhost:{port}, detected from slurm" in errors[1]
   with open(tmp_path / "summary.json") as f:

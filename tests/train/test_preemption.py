@@ -24,6 +24,22 @@ from tests.train.conftest import checkpointed_config
 STOPPED = r"stopped by SIGTERM after step (\d+), its checkpoint saved; rerun the same command to resume\."
 
 
+_STARTED = []  # Jobs of 100,000 steps this module starts: none may outlive its test.
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started():
+  """A job left running when a test fails would take the machine's cores from every test after it."""
+  yield
+  started, _STARTED[:] = list(_STARTED), []
+  for process in started:
+    try:
+      process.kill()
+    except psutil.NoSuchProcess:
+      pass
+  psutil.wait_procs(started, timeout=30)
+
+
 def command_line(config) -> list[str]:
   """``python -m train`` arguments that make ``config`` from configs/default.py."""
   defaults = config_checks.flatten(default.get_config())
@@ -78,6 +94,7 @@ def test_sigterm_to_a_lone_process_saves_and_exits_143(data_dir, tmp_path, check
   config.num_steps = 100_000  # Still training when the signal comes; a resume may change it.
   run = subprocess.Popen([sys.executable, "-m", "train", f"--workdir={tmp_path}", *command_line(config)],
                          cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
+  _STARTED.append(psutil.Process(run.pid))
   wait_for_training(tmp_path, run)
   run.send_signal(signal.SIGTERM)
   _, stderr = run.communicate(timeout=60)
@@ -99,6 +116,7 @@ def _running_job(data_dir, workdir, grace=30, train_flags=(), eval_every=None):
       [sys.executable, "-m", "train.launch", "--num_processes=2", f"--grace={grace}", "--", f"--workdir={workdir}",
        *train_flags, *command_line(config)],
       cwd=harness.ROOT, stderr=subprocess.PIPE, text=True)
+  _STARTED.append(psutil.Process(launcher.pid))
   parent, deadline = psutil.Process(launcher.pid), time.monotonic() + 60
 
   def place(worker):
@@ -111,6 +129,7 @@ def _running_job(data_dir, workdir, grace=30, train_flags=(), eval_every=None):
   while time.monotonic() < deadline and (len(parent.children()) < 2 or None in map(place, parent.children())):
     time.sleep(0.1)
   workers = sorted(parent.children(), key=place)
+  _STARTED.extend(workers)
   assert len(workers) == 2 and [place(w) for w in workers] == ["0", "1"]
   wait_for_training(workdir, launcher)
   return launcher, workers
