@@ -132,8 +132,7 @@ def _worker_typing(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, pa
     found = []
 
     def probe(params):
-      state = tx.init(params)
-      state = jax.tree.map(lambda x, a: axes.as_varying(x, names, every_dtype=True) if a else x, state, added)
+      state = _typed_varying(tx.init(params), added, names)
       grads = axes.as_varying(jax.tree.map(jax.numpy.zeros_like, params), names)
       _, new_state = tx.update(grads, state, params)
       found.append((varying(state), varying(new_state)))
@@ -179,6 +178,11 @@ def _worker_typing(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, pa
   ) from failure
 
 
+def _typed_varying(state, added, names):
+  """``state`` with the leaves marked in ``added`` typed varying over ``names``, whatever their dtype."""
+  return jax.tree.map(lambda x, a: axes.as_varying(x, names, every_dtype=True) if a else x, state, added)
+
+
 def _type_mismatch(error: Exception) -> bool:
   """Whether JAX refused ``error``'s trace for types that differ between branches or steps."""
   return "must have equal" in str(error) or "vma" in str(error)
@@ -222,11 +226,7 @@ def shard_optimizer(tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -
     added = _worker_typing(tx, mesh, params)
     typing[:] = [added]
 
-    def typed_init(params):
-      state = tx.init(params)
-      return jax.tree.map(lambda x, a: axes.as_varying(x, names, every_dtype=True) if a else x, state, added)
-
-    return init_per_worker(typed_init, mesh, params)
+    return init_per_worker(lambda p: _typed_varying(tx.init(p), added, names), mesh, params)
 
   def update(updates, state, params=None, **extra_args):
     # Per-worker leaves arrive as blocks of one worker, which sv.per_worker takes as they are; the
