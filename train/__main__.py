@@ -114,9 +114,9 @@ def main(argv):
     quiet_the_fallout_of_failed_saves()
   config = FLAGS.config
   if FLAGS.show_config:
-    from train import config_checks, show_config  # pylint: disable=import-outside-toplevel
+    from train import show_config  # pylint: disable=import-outside-toplevel
 
-    print(show_config.describe(config, config_checks.flatten))
+    print(show_config.describe(config))
     return
   if FLAGS.workdir is None:
     sys.exit("error: pass --workdir=DIR, a directory for checkpoints and metrics (or --show_config to list the config).")

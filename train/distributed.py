@@ -91,7 +91,7 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
   coordinator_address, num_processes, process_id, source = place_in_job(coordinator_address, num_processes, process_id)
   jax.config.update("jax_num_cpu_devices", max(1, num_workers // (num_processes or 1)))
   if coordinator_address or (num_processes or 1) > 1:
-    check_job(coordinator_address, num_processes, process_id)
+    host, port = check_job(coordinator_address, num_processes, process_id)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     found = f", detected from {source}" if source not in ("flags", "environment") else ""
     print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address}{found} "
@@ -107,10 +107,8 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
         print(f"error: {giving_up}", file=sys.stderr, flush=True)
         os._exit(1)  # pylint: disable=protected-access  (the main thread is blocked inside JAX)
 
-    host, _, port = coordinator_address.rpartition(":")
-    if process_id == 0:
-      desk = admission.Admission.open(int(port), num_processes)
-    elif (running := admission.running_job(host, int(port))) is not None:
+    desk = admission.Admission.open(port, num_processes) if process_id == 0 else None
+    if process_id != 0 and (running := admission.running_job(host, port)) is not None:
       raise JoinError(f"the job at {coordinator_address} is already running with all its {running} processes; a "
                       "process cannot join a running job (JAX's coordinator would take it for a restart and end the "
                       "job): give this job its own --coordinator_address port.")
@@ -118,7 +116,7 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
     try:
       jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                  initialization_timeout=join_timeout + 60, heartbeat_timeout_seconds=heartbeat_timeout)
-      if process_id == 0 and desk is not None:
+      if desk is not None:
         desk.running()
     except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
       raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
@@ -127,9 +125,10 @@ def initialize(*, num_workers: int, coordinator_address=None, num_processes=None
       joined.set()
 
 
-def check_job(coordinator_address, num_processes, process_id) -> None:
+def check_job(coordinator_address, num_processes, process_id) -> tuple[str, int]:
   """What a process can tell is wrong with its place in a job before it joins, as a JoinError; so
-  that it never reaches the coordinator of a job it does not belong to."""
+  that it never reaches the coordinator of a job it does not belong to. Returns the coordinator's
+  host and port."""
   if not num_processes or num_processes < 1:
     raise JoinError(f"--num_processes={num_processes} must be a positive number of processes.")
   if process_id is None or not 0 <= process_id < num_processes:
@@ -154,6 +153,7 @@ def check_job(coordinator_address, num_processes, process_id) -> None:
       except OSError as e:
         raise JoinError(f"the coordinator's port {port} is in use on this host ({e.strerror}), by another job or "
                         "program; pass --coordinator_address with a free port (every process the same).") from e
+  return host, int(port)
 
 
 def is_leader() -> bool:

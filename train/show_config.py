@@ -5,6 +5,7 @@ import io
 import tokenize
 
 from configs import default
+from train.config_checks import flatten
 
 
 def field_comments(source: str) -> dict[str, str]:
@@ -32,8 +33,8 @@ def field_comments(source: str) -> dict[str, str]:
   return out
 
 
-def describe(config, flatten) -> str:
-  """One line a field of ``config`` (flattened by ``flatten``): ``name = value``, what default.py
+def describe(config) -> str:
+  """One line a field of ``config``: ``name = value``, what default.py
   says of it, and ``(default: ...)`` where the value is not the default."""
   with open(default.__file__) as f:
     comments = field_comments(f.read())
