@@ -120,8 +120,9 @@ def main(argv):
     return
   if FLAGS.workdir is None:
     sys.exit("error: pass --workdir=DIR, a directory for checkpoints and metrics (or --show_config to list the config).")
+  job = distributed.Job()  # Until this process has joined its job, it ends alone.
   try:
-    distributed.initialize(
+    job = distributed.initialize(
         num_workers=config.num_workers,
         coordinator_address=FLAGS.coordinator_address,
         num_processes=FLAGS.num_processes,
@@ -136,17 +137,17 @@ def main(argv):
     try:
       summary = train_and_evaluate(config, FLAGS.workdir, Preemption())
     except Preempted as e:
+      job.leave()
       if distributed.is_leader():
         print(e, file=sys.stderr, flush=True)
       sys.exit(e.exit_status)
+    job.leave()
   except (ConfigError, StorageError, FloatingPointError, distributed.JoinError) as e:
-    # Bad input, a full disk, a diverged run, a lone process.
-    sys.exit(f"error: {e}")
+    job.fail(f"error: {e}")  # Bad input, a full disk, a diverged run, a lone process.
   except Exception as e:  # pylint: disable=broad-exception-caught
-    if not distributed.lost_a_peer(e):
-      raise  # A defect of ours: its traceback is what a bug report needs.
-    print(f"error: {distributed.lost_peer_message(e)}", file=sys.stderr, flush=True)
-    os._exit(1)  # pylint: disable=protected-access  (JAX's shutdown would wait for the lost process, then abort)
+    if distributed.lost_a_peer(e):
+      job.lost_a_peer(e)
+    job.fail(None)  # A defect of ours: its traceback is what a bug report needs.
   if summary["process_index"] == 0:
     print(done_message(summary, FLAGS.workdir))
 

@@ -99,7 +99,8 @@ class Checkpointer:
   def __init__(self, workdir: str, config):
     self._config = config
     self._directory = epath.Path(workdir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoints_to_keep, create=True,
+                                           async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
     self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "config", "integrity"))
     self._writing = None  # The step of the save last started (Orbax finishes it in the background).
 
@@ -200,6 +201,8 @@ class Checkpointer:
     try:
       yield
     except Exception as e:  # pylint: disable=broad-exception-caught
+      if distributed.lost_a_peer(e):
+        raise  # Not the storage: a process of the job is gone (train/desk.py names it).
       raise StorageError(
           f"cannot save the checkpoint of step {step} in {self._directory}: {errors.reason(e)}; the checkpoints before "
           "it are intact: make room and rerun the same command to resume from the newest of them.") from e

@@ -8,12 +8,15 @@ import os
 import socket
 import sys
 import threading
-from typing import NamedTuple
+import time
+import traceback
+from typing import NamedTuple, NoReturn
 
 import jax
 from jax.experimental import multihost_utils
 
-from train import admission
+from train import desk as desk_lib
+from train import guard
 from train.errors import first_line
 
 # The environment the local launcher (``python -m train.launch``) sets for each process; on a real
@@ -77,52 +80,120 @@ class JoinError(RuntimeError):
   """This process cannot be part of the job: its place in it is wrong, or the others did not join in time."""
 
 
+def end_process(line: str | None, status: int = 1) -> NoReturn:
+  """Says ``line`` and ends this process now, skipping JAX's shutdown (which would wait for a lost
+  process, then abort with a stack dump). Once per process: a second caller, on another thread,
+  waits for the first one's exit."""
+  if not _ending.acquire(blocking=False):
+    threading.Event().wait()
+  if line:
+    print(line, file=sys.stderr, flush=True)
+  guard.said()
+  sys.stdout.flush()
+  guard.release(ending=True)
+  os._exit(status)  # pylint: disable=protected-access
+
+
+_ending = threading.Lock()
+
+
+class Job:
+  """This process's part in a job of one or more processes, and how it leaves it.
+
+  In a job of several, the roll call (:mod:`train.desk`) ends this process in one line when
+  another is lost, and :meth:`leave` and :meth:`fail` tell the others how this one ended.
+  """
+
+  def __init__(self, process_id: int = 0, num_processes: int = 1, heartbeat_timeout: float = 30):
+    self.process_id, self.num_processes, self.heartbeat_timeout = process_id, num_processes, heartbeat_timeout
+    self.roll_call: desk_lib.Desk | desk_lib.Member | None = None
+
+  def lost(self, process: int, how: str) -> None:
+    """Ends this process: ``process`` of the job is lost (called by the roll call's thread)."""
+    end_process(f"error: process {self.process_id} of {self.num_processes} lost process {process}: {how}; rerun the "
+                "job to resume from its last checkpoint.")
+
+  def leave(self) -> None:
+    """This process ends its run (trained, or stopped by a notice with the others)."""
+    if self.roll_call is not None:
+      self.roll_call.leave("done")
+
+  def fail(self, line: str | None) -> NoReturn:
+    """This process ends with an error: ``line`` (None: the traceback being handled, a defect of ours)."""
+    if line is None:
+      traceback.print_exc()
+    if self.num_processes == 1:
+      sys.exit(line or 1)
+    if self.roll_call is not None:
+      self.roll_call.leave("failed")
+    end_process(line)
+
+  def lost_a_peer(self, error: BaseException) -> NoReturn:
+    """A collective failed because a process is gone: the roll call names it, else JAX's error is the line."""
+    if self.roll_call is not None:
+      time.sleep(self.heartbeat_timeout + 2)  # The roll call ends this process with the name well before.
+    end_process(f"error: {lost_peer_message(error)}")
+
+
+def backstop(heartbeat_timeout: int) -> int:
+  """JAX's own heartbeat timeout, behind the roll call's: it aborts with a stack dump, so it must come last."""
+  return 2 * heartbeat_timeout + 10
+
+
 def initialize(*, num_workers: int, coordinator_address=None, num_processes=None, process_id=None,
-               join_timeout: int = 300, heartbeat_timeout: int = 30) -> None:
+               join_timeout: int = 300, heartbeat_timeout: int = 30) -> Job:
   """Joins the job's processes (if there are several) and gives this one its share of CPU devices.
 
   On the CPU each worker is a simulated device, so a process gets ``num_workers / num_processes``
   of them; on a GPU host the setting is unused and each worker is a real GPU. Collectives between
   CPU processes go over gloo (TCP). A process says that it waits for its peers, and gives up after
-  ``join_timeout`` seconds with a :class:`JoinError`; once joined, a process that stops answering
-  for ``heartbeat_timeout`` seconds fails the whole job. Its place in the job comes from the flags,
-  else the launcher's environment, else JAX's cluster detection (:func:`place_in_job`).
+  ``join_timeout`` seconds with a :class:`JoinError`. Once joined, a process that is lost (its
+  connection to process 0 closed, or silent for ``heartbeat_timeout`` seconds) ends the job: each
+  other process says which in one line (:mod:`train.desk`). Its place in the job comes from the
+  flags, else the launcher's environment, else JAX's cluster detection (:func:`place_in_job`).
   """
   coordinator_address, num_processes, process_id, source = place_in_job(coordinator_address, num_processes, process_id)
   jax.config.update("jax_num_cpu_devices", max(1, num_workers // (num_processes or 1)))
-  if coordinator_address or (num_processes or 1) > 1:
-    host, port = check_job(coordinator_address, num_processes, process_id)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    found = f", detected from {source}" if source not in ("flags", "environment") else ""
-    print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address}{found} "
-          f"(waiting up to {join_timeout} s for the other processes)", file=sys.stderr, flush=True)
-    giving_up = (f"process {process_id} of {num_processes} could not join the job at {coordinator_address} within "
-                 f"{join_timeout} s; start every process with the same --coordinator_address and "
-                 "--num_processes, or raise --join_timeout.")
-    joined = threading.Event()
+  if not coordinator_address and (num_processes or 1) == 1:
+    return Job()
+  host, port = check_job(coordinator_address, num_processes, process_id)
+  job = Job(process_id, num_processes, heartbeat_timeout)
+  guard.install(process_id, num_processes)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  found = f", detected from {source}" if source not in ("flags", "environment") else ""
+  print(f"process {process_id} of {num_processes}: joining the job at {coordinator_address}{found} "
+        f"(waiting up to {join_timeout} s for the other processes)", file=sys.stderr, flush=True)
+  giving_up = (f"process {process_id} of {num_processes} could not join the job at {coordinator_address} within "
+               f"{join_timeout} s; start every process with the same --coordinator_address and "
+               "--num_processes, or raise --join_timeout.")
+  joined = threading.Event()
 
-    def give_up():
-      # JAX's own deadline aborts the process from C++ with a stack dump; this one says it in a line.
-      if not joined.wait(join_timeout):
-        print(f"error: {giving_up}", file=sys.stderr, flush=True)
-        os._exit(1)  # pylint: disable=protected-access  (the main thread is blocked inside JAX)
+  def give_up():
+    # JAX's own deadline aborts the process from C++ with a stack dump; this one says it in a line.
+    if not joined.wait(join_timeout):
+      end_process(f"error: {giving_up}")  # The main thread is blocked inside JAX.
 
-    desk = admission.Admission.open(port, num_processes) if process_id == 0 else None
-    if process_id != 0 and (running := admission.running_job(host, port)) is not None:
-      raise JoinError(f"the job at {coordinator_address} is already running with all its {running} processes; a "
-                      "process cannot join a running job (JAX's coordinator would take it for a restart and end the "
-                      "job): give this job its own --coordinator_address port.")
-    threading.Thread(target=give_up, daemon=True).start()
-    try:
-      jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                                 initialization_timeout=join_timeout + 60, heartbeat_timeout_seconds=heartbeat_timeout)
-      if desk is not None:
-        desk.running()
-    except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
-      raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
-                      f"{first_line(e)[:200]}; start every process with the same --coordinator_address and --num_processes.") from e
-    finally:
-      joined.set()
+  if process_id == 0:
+    job.roll_call = desk_lib.Desk.open(port, num_processes, heartbeat_timeout, job.lost)
+  elif (running := desk_lib.running_job(host, port)) is not None:
+    raise JoinError(f"the job at {coordinator_address} is already running with all its {running} processes; a "
+                    "process cannot join a running job (JAX's coordinator would take it for a restart and end the "
+                    "job): give this job its own --coordinator_address port.")
+  threading.Thread(target=give_up, daemon=True).start()
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=join_timeout + 60,
+                               heartbeat_timeout_seconds=backstop(heartbeat_timeout))
+  except Exception as e:  # pylint: disable=broad-exception-caught  (JAX raises its runtime's errors)
+    raise JoinError(f"process {process_id} of {num_processes} could not join the job at {coordinator_address}: "
+                    f"{first_line(e)[:200]}; start every process with the same --coordinator_address and --num_processes.") from e
+  finally:
+    joined.set()
+  if process_id == 0 and job.roll_call is not None:
+    job.roll_call.running()
+  elif process_id != 0:
+    job.roll_call = desk_lib.Member.join(host, port, process_id, heartbeat_timeout, job.lost)
+  return job
 
 
 def check_job(coordinator_address, num_processes, process_id) -> tuple[str, int]:
@@ -167,10 +238,17 @@ _LOST_PEER_SIGNS = ("gloo", "connection reset", "connection closed", "socket clo
 
 
 def lost_a_peer(error: BaseException) -> bool:
-  """Whether ``error`` is JAX's runtime reporting that another process of the job is gone."""
-  text = str(error).lower()
-  return (jax.process_count() > 1 and isinstance(error, jax.errors.JaxRuntimeError)
-          and any(sign in text for sign in _LOST_PEER_SIGNS))
+  """Whether ``error`` is JAX's runtime reporting that another process of the job is gone (itself,
+  or as the cause of another error: Orbax wraps a failed collective of a save in a ValueError)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text = str(error).lower()
+    if (jax.process_count() > 1 and (isinstance(error, jax.errors.JaxRuntimeError) or "gloo" in text)
+        and any(sign in text for sign in _LOST_PEER_SIGNS)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def lost_peer_message(error: BaseException) -> str:

@@ -10,7 +10,7 @@ a checkpoint, see train/preemption.py); workers still running ``--grace`` second
 with their process groups, and the launcher exits with 128 + the signal. No worker outlives the
 launcher: on Linux each worker gets SIGTERM when the launcher dies, even by SIGKILL. When a worker
 fails, the launcher gives the others ``--grace`` seconds to stop on their own, and its last line
-names the process and how it ended.
+names the process and how it ended (a stopped process, SIGSTOP, is named as the one that failed).
 """
 
 import argparse
@@ -111,13 +111,21 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
       failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
       if failed:  # The others lose a peer and stop on their own; those that do not are killed.
         _wait(processes, grace)
-        # The cause: of those seen ended at once, one that a signal killed (its peers exit after it).
+        # The cause: of those seen ended at once, one that a signal killed (its peers exit after it),
+        # else one stopped (SIGSTOP: its peers end at the heartbeat timeout), else the first.
         process, code = min(failed, key=lambda ended: ended[1] >= 0)
-        who = (f"all {num_processes} processes" if all(p.poll() == code for p in processes)  # A preemption, say.
-               else f"process {process} of {num_processes}")
-        lingering = "".join(f"; process {i} {'is stopped (SIGSTOP)' if _is_stopped(p.pid) else 'did not end'}, killed"
-                            for i, p in enumerate(processes) if p.poll() is None)
-        print(f"launch: {who} {how_it_ended(code)}{lingering}; the job stopped", file=sys.stderr)
+        lingering = {i: "is stopped (SIGSTOP)" if _is_stopped(p.pid) else "did not end"
+                     for i, p in enumerate(processes) if p.poll() is None}
+        stopped = [i for i, fate in lingering.items() if "SIGSTOP" in fate]
+        if code >= 0 and stopped:
+          process, code = stopped[0], -signal.SIGKILL
+          cause = f"process {process} of {num_processes} {lingering.pop(process)}, killed"
+        elif all(p.poll() == code for p in processes):  # A preemption, say.
+          cause = f"all {num_processes} processes {how_it_ended(code)}"
+        else:
+          cause = f"process {process} of {num_processes} {how_it_ended(code)}"
+        killed = "".join(f"; process {i} {fate}, killed" for i, fate in lingering.items())
+        print(f"launch: {cause}{killed}; the job stopped", file=sys.stderr)
         return exit_status(code)
       if all(c == 0 for c in codes):
         return 0
