@@ -51,6 +51,19 @@ def silent(heartbeat_timeout: float) -> str:
   return f"it stopped answering for {heartbeat_timeout:g} s (stopped or hung, or cut off from the network)"
 
 
+def _receive(connection: socket.socket, buffer: bytes) -> tuple[list[list[str]] | None, bytes]:
+  """The whole messages that arrived on ``connection`` as lists of words (None once it has closed),
+  and what is left of a message still arriving."""
+  try:
+    data = connection.recv(4096)
+  except OSError:
+    data = b""
+  if not data:
+    return None, buffer
+  *lines, buffer = (buffer + data).split(b"\n")
+  return [line.decode(errors="replace").split(maxsplit=2) for line in lines], buffer
+
+
 def _send(connection: socket.socket, message: str) -> bool:
   try:
     connection.sendall(f"{message}\n".encode())
@@ -180,17 +193,12 @@ class Desk:
 
   def _hear(self, caller: _Caller, now: float) -> tuple[int, str] | None:
     """Reads what ``caller`` sent; the loss it means, if any."""
-    try:
-      data = caller.connection.recv(4096)
-    except OSError:
-      data = b""
-    if not data:  # An asker that read its answer, a member that left, or one gone without leaving.
+    messages, caller.buffer = _receive(caller.connection, caller.buffer)
+    if messages is None:  # An asker that read its answer, a member that left, or one gone without leaving.
       self._forget(caller)
       return None if caller.process_id is None or caller.left else (caller.process_id, CLOSED)
     caller.heard = now
-    *lines, caller.buffer = (caller.buffer + data).split(b"\n")
-    for line in lines:
-      words = line.decode(errors="replace").split()
+    for words in messages:
       if words[:1] == ["member"] and len(words) == 2 and words[1].isdigit():
         caller.process_id = int(words[1])
       elif words[:1] == ["leave"] and caller.process_id is not None:
@@ -259,17 +267,12 @@ class Member:
         readable = [self._socket]
       now = time.monotonic()
       if readable:
-        try:
-          data = self._socket.recv(4096)
-        except OSError:
-          data = b""
-        if not data:
+        messages, buffer = _receive(self._socket, buffer)
+        if messages is None:
           lost = (0, CLOSED)
           break
         heard = now
-        *lines, buffer = (buffer + data).split(b"\n")
-        for line in lines:
-          words = line.decode(errors="replace").split(maxsplit=2)
+        for words in messages:
           if words[:1] == ["lost"] and len(words) == 3 and words[1].isdigit():
             lost = (int(words[1]), words[2])
           elif words[:2] == ["leave", "0"]:

@@ -7,9 +7,10 @@ runtime, which learns of the loss from the same closed connection. So each proce
 several sends what is written below Python to its standard error (file descriptor 2: the logs of
 JAX's runtime and of gloo) through this guard, a small process that passes it on line by line,
 except the runtime's fatal report. It holds the runtime's error lines (and its warnings of a lost
-connection) back for a moment and drops them if a fatal line follows; and when the process ends after a fatal line
-without having said its own error line, the guard says in one line what the runtime saw. Python's
-own writes (``sys.stderr``: the trainer's lines, the progress bar) go straight to the terminal.
+connection) back for a moment and drops them if a fatal line follows; and when the process ends
+after a fatal line without having said its own error line, the guard says in one line what the
+runtime saw. Python's own writes (``sys.stderr``: the trainer's lines, the progress bar) go
+straight to the terminal.
 """
 
 import atexit

@@ -114,9 +114,9 @@ def launch(num_processes: int, train_args: list[str], timeout: float | None = No
         # The cause: of those seen ended at once, one that a signal killed (its peers exit after it),
         # else one stopped (SIGSTOP: its peers end at the heartbeat timeout), else the first.
         process, code = min(failed, key=lambda ended: ended[1] >= 0)
-        lingering = {i: "is stopped (SIGSTOP)" if _is_stopped(p.pid) else "did not end"
-                     for i, p in enumerate(processes) if p.poll() is None}
-        stopped = [i for i, fate in lingering.items() if "SIGSTOP" in fate]
+        running = [i for i, p in enumerate(processes) if p.poll() is None]
+        stopped = [i for i in running if _is_stopped(processes[i].pid)]
+        lingering = {i: "is stopped (SIGSTOP)" if i in stopped else "did not end" for i in running}
         if code >= 0 and stopped:
           process, code = stopped[0], -signal.SIGKILL
           cause = f"process {process} of {num_processes} {lingering.pop(process)}, killed"
