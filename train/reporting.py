@@ -2,6 +2,7 @@
 and its progress: a bar on a terminal, one line per log period in a log file."""
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -131,8 +132,8 @@ class Reporter:
       plot_curves(self.records, path, self._title)
 
 
-SHOWN = ("loss", "accuracy", "perplexity")
-EVENTS = "events.out.tfevents.*"  # TensorBoard's event files, one a launch of the run.  # What a progress line or the bar shows of a record.
+SHOWN = ("loss", "accuracy", "perplexity")  # What a progress line or the bar shows of a record.
+EVENTS = "events.out.tfevents.*"  # TensorBoard's event files, one a launch of the run.
 
 
 class TensorBoardEvents:
@@ -150,7 +151,10 @@ class TensorBoardEvents:
     from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=import-outside-toplevel
 
     self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-    self._writer = EventsWriter(os.path.join(workdir, "events"))
+    # tensorboardX names the file by the second it opens it: a launch in the same second as the one
+    # before (a quick resume) would overwrite that one's file, so each launch's name says which it is.
+    launch = len(glob.glob(os.path.join(workdir, EVENTS)))  # The workdir is locked: no other run adds one.
+    self._writer = EventsWriter(os.path.join(workdir, "events"), filename_suffix=f".{launch}")
     if start_step:
       self._writer.write_event(self._event(wall_time=time.time(), step=start_step + 1,
                                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))

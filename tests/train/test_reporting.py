@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from train import reporting
+
 from tests import harness
 
 
@@ -26,6 +28,16 @@ def test_every_metric_is_a_tensorboard_scalar(main_run):
   missing = sorted(set(expected) - set(found))
   assert not missing, missing[:5]
   assert all(found[key] == value for key, value in expected.items())
+
+
+def test_a_resume_in_the_same_second_keeps_the_first_launch_events(tmp_path, monkeypatch):
+  """tensorboardX names an event file by the second it is opened: a second launch must not overwrite the first's."""
+  monkeypatch.setattr("time.time", lambda: 1_800_000_000.0)
+  for start_step in (0, 20):
+    events = reporting.TensorBoardEvents(str(tmp_path), start_step)
+    events.write({"step": start_step + 5, "split": "train", "loss": 0.5})
+    events.close()
+  assert {step for (_, step) in harness.tensorboard_scalars(tmp_path)} == {5, 25}
 
 
 def test_curves_fit_a_page(main_run):
